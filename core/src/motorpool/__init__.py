@@ -1,0 +1,75 @@
+"""motorpool: a plugin-based engine host.
+
+``Host`` discovers engine plugins (entry-point group ``motorpool.engines``), loads
+models and runs requests on them; plugins implement the hooks in
+:mod:`motorpool.hookspecs`, marked with :data:`hookimpl`.
+
+``import motorpool`` stays cheap (a plugin module imports it at start-up): only the
+hook marker is imported eagerly, every other name on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from motorpool._markers import hookimpl
+
+if TYPE_CHECKING:
+    from motorpool._host import Generation, Host
+    from motorpool._session import Session
+    from motorpool._settings import Settings
+    from motorpool.engine import (
+        Context,
+        InteractiveSession,
+        LoadedModel,
+        ResolvedSource,
+        TinyModel,
+    )
+    from motorpool.types import (
+        Capability,
+        ChatMessage,
+        ChatRequest,
+        CompletionRequest,
+        ImageRequest,
+        ModelSpec,
+        Sampling,
+        VideoRequest,
+    )
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Generation": "motorpool._host",
+    "Host": "motorpool._host",
+    "Session": "motorpool._session",
+    "Settings": "motorpool._settings",
+    "Context": "motorpool.engine",
+    "InteractiveSession": "motorpool.engine",
+    "LoadedModel": "motorpool.engine",
+    "ResolvedSource": "motorpool.engine",
+    "TinyModel": "motorpool.engine",
+    "Capability": "motorpool.types",
+    "ChatMessage": "motorpool.types",
+    "ChatRequest": "motorpool.types",
+    "CompletionRequest": "motorpool.types",
+    "ImageRequest": "motorpool.types",
+    "ModelSpec": "motorpool.types",
+    "Sampling": "motorpool.types",
+    "VideoRequest": "motorpool.types",
+}
+
+__all__ = [*sorted(_LAZY), "__version__", "hookimpl"]  # pyright: ignore[reportUnsupportedDunderAll]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'motorpool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

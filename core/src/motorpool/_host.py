@@ -1,0 +1,756 @@
+"""The host: discovered plugins, the models they loaded, and the requests running on them.
+
+State lives in one object with one lock. Heavy work (downloads, loads, unloads,
+generation) never runs under the lock: lock -> plan -> unlock -> work -> lock -> apply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Literal
+
+import psutil
+import structlog
+
+from motorpool._discovery import discover, parse_allow_list
+from motorpool._events import EventBus, Listener
+from motorpool._hardware import hardware_report
+from motorpool._logging import configure_logging
+from motorpool._plugin import Plugin
+from motorpool._runs import RunProgress, required_capability, run_events, run_to_result
+from motorpool._session import Session
+from motorpool._settings import Settings
+from motorpool._slots import Slots
+from motorpool._sources import hub_repo_id, load_models_file, local_path, resolve
+from motorpool._states import STATUS, Failed, Loading, ModelEntry, Ready, Unloading
+from motorpool.engine import Context, LoadedModel
+from motorpool.errors import (
+    EngineFailed,
+    InvalidRequest,
+    LoadFailed,
+    MemoryBudgetExceeded,
+    ModelNotReady,
+    MotorpoolError,
+    NoMatchingPlugin,
+    PluginUnavailable,
+    UnknownModel,
+    UnknownPlugin,
+    UnsupportedCapability,
+)
+from motorpool.types import (
+    Capability,
+    ErrorEvent,
+    GenerationRequest,
+    GenerationResult,
+    HardwareReport,
+    HostModelEvent,
+    HostProgressEvent,
+    ModelInfo,
+    ModelSpec,
+    ModelStatus,
+    PluginInfo,
+    PluginProbe,
+    PluginState,
+    ProgressEvent,
+    SeedFrame,
+    SessionConfig,
+    StreamEvent,
+)
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BUDGET_FRACTION = 0.8
+_REAP_INTERVAL_S = 0.25
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class Host:
+    """An engine host: discovers plugins once, then loads models and runs requests.
+
+    >>> host = Host()                                   # doctest: +SKIP
+    >>> host.generate("qwen", ChatRequest(messages=[ChatMessage(role="user", content="Hi")]))
+
+    Thread-safe. Close it (or use ``with Host() as host``) to unload every model.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, plugins: Mapping[str, object] | None = None
+    ) -> None:
+        """Discover plugins (``MOTORPOOL_PLUGINS`` filters them) and read the models file.
+
+        :param plugins: extra plugin objects to register by name, beside entry points.
+        """
+        self.settings = settings or Settings()
+        if not structlog.is_configured():  # structlog's default prints debug lines to stdout
+            configure_logging(self.settings.log_level, self.settings.log_format)
+        found = discover(
+            allow=parse_allow_list(self.settings.plugins),
+            strict=self.settings.strict_plugins,
+            extra=plugins,
+        )
+        self._plugins: Mapping[str, Plugin] = found.plugins
+        self._records: Mapping[str, PluginInfo] = found.records
+        self._aliases = load_models_file(self.settings.models_path)
+        self._budget = int(
+            self.settings.memory_budget
+            if self.settings.memory_budget is not None
+            else psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION
+        )
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._models: dict[str, ModelEntry] = {}
+        self._runs: dict[str, Context] = {}
+        self._bus = EventBus()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        log.debug("host ready", plugins=sorted(self._plugins), budget=self._budget)
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """Every entry point found, with its state (loaded / disabled / failed) and reason."""
+        return list(self._records.values())
+
+    def probe(self, *, deep: bool = False) -> list[PluginProbe]:
+        """Ask every loaded plugin what it can do here; a failing probe is reported, not raised."""
+        probes: list[PluginProbe] = []
+        for name, record in self._records.items():
+            plugin = self._plugins.get(name)
+            if plugin is None:
+                probes.append(PluginProbe(plugin=name, state=record.state, error=record.error))
+                continue
+            try:
+                report = plugin.probe(deep=deep)
+            except Exception as exc:
+                log.exception("probe failed", plugin=name)
+                probes.append(PluginProbe(plugin=name, state=record.state,
+                                          error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+            else:
+                probes.append(PluginProbe(plugin=name, state=record.state, report=report))
+        return probes
+
+    def hardware(self) -> HardwareReport:
+        """CPU, memory and accelerators of this machine."""
+        return hardware_report()
+
+    @property
+    def memory_budget(self) -> int:
+        """Bytes of models the host keeps loaded at once."""
+        return self._budget
+
+    def _plugin(self, name: str) -> Plugin:
+        plugin = self._plugins.get(name)
+        if plugin is not None:
+            return plugin
+        record = self._records.get(name)
+        if record is None:
+            raise UnknownPlugin(
+                f"no plugin named {name!r} is installed",
+                hint="installed: " + (", ".join(self._records) or "none")
+                + "; `motorpool plugins` lists them",
+            )
+        raise PluginUnavailable(
+            f"plugin {name!r} is {record.state.value}"
+            + (f": {record.error}" if record.error else ""),
+            hint=record.hint,
+        )
+
+    # -- model specs ---------------------------------------------------------------------
+
+    @property
+    def aliases(self) -> Mapping[str, ModelSpec]:
+        """Models named in the models file."""
+        return self._aliases
+
+    def spec(self, model: str | ModelSpec) -> ModelSpec:
+        """The spec a name stands for: a loaded model, an alias, ``plugin:source`` or a source."""
+        if isinstance(model, ModelSpec):
+            return model
+        with self._lock:
+            entry = self._models.get(model)
+            if entry is not None:
+                return entry.spec
+        if model in self._aliases:
+            return self._aliases[model]
+        plugin, sep, source = model.partition(":")
+        if sep and plugin in self._records and source:
+            return ModelSpec(plugin=plugin, source=source)
+        if local_path(model) is not None or hub_repo_id(model) is not None:
+            return ModelSpec(source=model)
+        raise UnknownModel(
+            f"unknown model {model!r}",
+            hint="use an alias from "
+            + f"{self.settings.models_path} ({', '.join(self._aliases) or 'none defined'}), "
+            + "a path, a Hugging Face repo id, or plugin:source",
+        )
+
+    def _owner(self, spec: ModelSpec) -> tuple[ModelSpec, Plugin]:
+        """The plugin that loads ``spec``: the one it names, or the most confident match."""
+        if spec.plugin is not None:
+            return spec, self._plugin(spec.plugin)
+        path = local_path(spec.source)
+        scores: list[tuple[int, str]] = []
+        for name, plugin in self._plugins.items():
+            try:
+                score = plugin.match(spec, path)
+            except Exception:
+                log.exception("match failed", plugin=name)
+                continue
+            if score:
+                scores.append((score, name))
+        if not scores:
+            raise NoMatchingPlugin(
+                f"no installed plugin recognises {spec.source!r}",
+                hint="name the plugin (plugin:source) or install one that loads this format; "
+                + "`motorpool probe` lists what each plugin loads",
+            )
+        best = max(scores)[1]
+        return spec.model_copy(update={"plugin": best}), self._plugins[best]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self, model: str | ModelSpec, *, on_progress: ProgressCallback | None = None) -> ModelInfo:
+        """Load a model (or return it if loaded); blocks until ready. Raises on failure."""
+        spec, plugin = self._owner(self.spec(model))
+        entry = self._ensure_ready(spec, plugin, on_progress, admit=False)
+        return self._info(entry)
+
+    def models(self) -> list[ModelInfo]:
+        """Every model the host knows, with state, memory and idle time."""
+        with self._lock:
+            return [self._info(entry) for entry in self._models.values()]
+
+    def model(self, model_id: str) -> ModelInfo:
+        """One model's snapshot."""
+        with self._lock:
+            return self._info(self._entry(model_id))
+
+    def pin(self, model_id: str, *, pinned: bool = True) -> ModelInfo:
+        """Pin (never evict or idle-unload) or unpin a model."""
+        with self._lock:
+            entry = self._entry(model_id)
+            entry.pinned = pinned
+            info = self._info(entry)
+        self._bus.publish(HostModelEvent(model=info))
+        return info
+
+    def unload(self, model_id: str) -> None:
+        """Unload a model after its running requests finish; cancels a load in progress."""
+        with self._lock:
+            entry = self._entry(model_id)
+            match entry.state:
+                case Ready(model=loaded, memory=memory):
+                    entry.state = Unloading(loaded, memory)
+                    info = self._info(entry)
+                case Loading(context=context, done=done):
+                    context.cancel()
+                    info = None
+                case Unloading(done=done):
+                    info = None
+                case Failed():
+                    del self._models[model_id]
+                    return
+        if info is None:
+            done.wait()
+            with self._lock:
+                if self._models.get(model_id) is entry and isinstance(entry.state, Failed):
+                    del self._models[model_id]
+            return
+        self._bus.publish(HostModelEvent(model=info))
+        self._finish_unload(entry)
+
+    def cancel_load(self, model_id: str) -> bool:
+        """Cancel a load (download included); True when one was running."""
+        with self._lock:
+            entry = self._models.get(model_id)
+            if entry is None or not isinstance(entry.state, Loading):
+                return False
+            entry.state.context.cancel()
+            return True
+
+    def unload_idle(self) -> list[str]:
+        """Unload every model idle past its keep-alive; returns their ids."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [
+                entry for entry in self._models.values()
+                if entry.evictable() and 0 <= entry.keep_alive_s <= now - entry.last_used
+            ]  # fmt: skip
+            for entry in expired:
+                assert isinstance(entry.state, Ready)
+                entry.state = Unloading(entry.state.model, entry.state.memory)
+        for entry in expired:
+            log.info("unloading idle model", model=entry.id, keep_alive_s=entry.keep_alive_s)
+            self._finish_unload(entry)
+        return [entry.id for entry in expired]
+
+    def _entry(self, model_id: str) -> ModelEntry:
+        entry = self._models.get(model_id)
+        if entry is None:
+            raise UnknownModel(
+                f"model {model_id!r} is not loaded",
+                hint="loaded: " + (", ".join(self._models) or "none"),
+            )
+        return entry
+
+    def _ensure_ready(
+        self,
+        spec: ModelSpec,
+        plugin: Plugin,
+        on_progress: ProgressCallback | None,
+        *,
+        admit: bool,
+    ) -> ModelEntry:
+        """Return the model's entry once ready, loading it if needed; ``admit`` counts a user."""
+        model_id = spec.name or f"{plugin.name}:{spec.source}"
+        waited = False
+        while True:
+            with self._lock:
+                entry = self._models.get(model_id)
+                match entry.state if entry is not None else None:
+                    case Ready() if entry is not None:
+                        entry.users += admit
+                        entry.last_used = time.monotonic()
+                        return entry
+                    case Failed(error=error) if waited:
+                        raise error
+                    case Loading(done=done) | Unloading(done=done):
+                        pending = done
+                    case _:
+                        entry = self._begin_load(model_id, spec, plugin, on_progress)
+                        break
+            pending.wait()
+            waited = True
+        self._bus.publish(HostModelEvent(model=self._info(entry)))
+        self._run_load(entry, on_progress)
+        return self._ensure_ready(spec, plugin, on_progress, admit=admit)
+
+    def _begin_load(
+        self, model_id: str, spec: ModelSpec, plugin: Plugin, on_progress: ProgressCallback | None
+    ) -> ModelEntry:
+        """Under the lock: a new Loading entry (replacing a failed one)."""
+        load_id = f"load-{uuid.uuid4().hex[:12]}"
+        context = Context(
+            load_id,
+            on_progress=self._progress_sink(model_id, "load", load_id, on_progress),
+            log=log.bind(model=model_id, plugin=plugin.name, operation="load"),
+        )
+        keep_alive = spec.keep_alive_s if spec.keep_alive_s is not None else self.settings.keep_alive_s
+        entry = ModelEntry(id=model_id, spec=spec, plugin=plugin, state=Loading(context, 0),
+                           keep_alive_s=keep_alive, pinned=spec.pinned)  # fmt: skip
+        self._models[model_id] = entry
+        return entry
+
+    def _run_load(self, entry: ModelEntry, on_progress: ProgressCallback | None) -> None:
+        """Outside the lock: resolve, make room, load; then record Ready or Failed."""
+        del on_progress  # already bound into the context's progress sink
+        assert isinstance(entry.state, Loading)
+        loading = entry.state
+        context, plugin = loading.context, entry.plugin
+        context.log.info("loading model", source=entry.spec.source)
+        started = time.perf_counter()
+        try:
+            source = resolve(entry.spec, model_dirs=self.settings.model_dirs, context=context)
+            estimate = plugin.estimate_memory(source)
+            estimate = source.size_bytes() if estimate is None else estimate
+            for victim in self._reserve(entry, estimate):
+                self._finish_unload(victim)
+            context.raise_if_cancelled()
+            loaded = plugin.load(source, context)
+            if not isinstance(loaded, LoadedModel):  # a plugin bug, reported as such
+                raise LoadFailed(f"{plugin.name} returned {type(loaded).__name__}, not LoadedModel")
+            new_state: Ready | Failed = Ready(
+                loaded,
+                loaded.memory_bytes or estimate,
+                Slots(loaded.max_concurrency, max_waiting=self.settings.max_queue,
+                      exclusive=loaded.exclusive),
+            )  # fmt: skip
+        except MotorpoolError as exc:
+            context.log.warning("load failed", code=exc.code, error=exc.message)
+            new_state = Failed(exc)
+        except Exception as exc:
+            context.log.exception("load failed")
+            error = LoadFailed(f"{plugin.name} could not load {entry.spec.source}: {exc}")
+            error.__cause__ = exc
+            new_state = Failed(error)
+        with self._lock:
+            entry.state = new_state
+            entry.last_used = time.monotonic()
+            info = self._info(entry)
+        loading.done.set()
+        if isinstance(new_state, Ready):
+            context.log.info("model ready", seconds=round(time.perf_counter() - started, 3),
+                             memory=new_state.memory)  # fmt: skip
+            self._start_reaper()
+        self._bus.publish(HostModelEvent(model=info))
+
+    def _reserve(self, entry: ModelEntry, needed: int) -> list[ModelEntry]:
+        """Hold ``needed`` bytes for a load, choosing idle models to evict (LRU) if required."""
+        with self._lock:
+            if needed > self._budget:
+                raise MemoryBudgetExceeded(
+                    f"{entry.id} needs about {_gib(needed)}, more than the whole budget "
+                    f"of {_gib(self._budget)}",
+                    hint="raise MOTORPOOL_MEMORY_BUDGET or choose a smaller model or quantisation",
+                )
+            others = [e for e in self._models.values() if e is not entry]
+            used = sum(e.memory for e in others)
+            count = sum(isinstance(e.state, Loading | Ready) for e in others)
+            limit = self.settings.max_loaded_models
+            victims: list[ModelEntry] = []
+            for candidate in sorted((e for e in others if e.evictable()), key=lambda e: e.last_used):
+                if used + needed <= self._budget and (limit is None or count < limit):
+                    break
+                victims.append(candidate)
+                used -= candidate.memory
+                count -= 1
+            if used + needed > self._budget or (limit is not None and count >= limit):
+                held = [e.id for e in others if isinstance(e.state, Ready | Loading)]
+                raise MemoryBudgetExceeded(
+                    f"{entry.id} needs about {_gib(needed)}; {_gib(used)} of {_gib(self._budget)} "
+                    f"is held by models that are pinned, busy or loading ({', '.join(held)})",
+                    hint="unload or unpin a model, wait for requests to finish, "
+                    "or raise MOTORPOOL_MEMORY_BUDGET / MOTORPOOL_MAX_LOADED_MODELS",
+                )
+            for victim in victims:
+                assert isinstance(victim.state, Ready)
+                log.info("evicting model", model=victim.id, for_model=entry.id)
+                victim.state = Unloading(victim.state.model, victim.state.memory)
+            assert isinstance(entry.state, Loading)
+            entry.state = Loading(entry.state.context, needed, entry.state.done)
+            return victims
+
+    def _finish_unload(self, entry: ModelEntry) -> None:
+        """Outside the lock: wait for the model's users, release it, forget it."""
+        with self._lock:
+            while entry.users:
+                self._changed.wait()
+            state = entry.state
+        assert isinstance(state, Unloading)
+        try:
+            entry.plugin.unload(state.model)
+        except Exception:
+            log.exception("unload failed; dropping the model anyway", model=entry.id)
+        with self._lock:
+            if self._models.get(entry.id) is entry:
+                del self._models[entry.id]
+            info = self._info(entry).model_copy(update={"status": ModelStatus.UNLOADED})
+        state.done.set()
+        log.info("model unloaded", model=entry.id)
+        self._bus.publish(HostModelEvent(model=info))
+
+    def _info(self, entry: ModelEntry) -> ModelInfo:
+        state = entry.state
+        ready = state if isinstance(state, Ready) else None
+        return ModelInfo(
+            id=entry.id,
+            plugin=entry.plugin.name,
+            source=entry.spec.source,
+            status=STATUS[type(state)],
+            capabilities=ready.model.capabilities if ready else frozenset(),
+            memory_bytes=entry.memory,
+            pinned=entry.pinned,
+            exclusive=ready.model.exclusive if ready else False,
+            max_concurrency=ready.model.max_concurrency if ready else 1,
+            active_requests=ready.slots.active if ready else 0,
+            idle_s=round(time.monotonic() - entry.last_used, 3) if entry.users == 0 else 0.0,
+            error=state.error.info() if isinstance(state, Failed) else None,
+            details=dict(ready.model.details) if ready else {},
+        )
+
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is not None or self._stop.is_set():
+                return
+            self._reaper = threading.Thread(target=self._reap, name="motorpool-keep-alive",
+                                            daemon=True)  # fmt: skip
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(_REAP_INTERVAL_S):
+            try:
+                self.unload_idle()
+            except Exception:
+                log.exception("idle unload failed")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        model: str | ModelSpec,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
+        """Run a request to completion, loading the model first if needed."""
+        run = self._prepare(model, request, request_id, on_progress)
+        with run:
+            return run.result()
+
+    def stream(
+        self,
+        model: str | ModelSpec,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+    ) -> Generation:
+        """Start a request and iterate its events; the last is ``result`` or ``error``.
+
+        Unknown models, unsupported requests and load failures raise here, before any
+        event; failures during generation arrive as the final ``error`` event.
+        """
+        return Generation(self._prepare(model, request, request_id, None))
+
+    def cancel(self, request_id: str) -> bool:
+        """Cancel a running or queued request; True when it was found."""
+        with self._lock:
+            context = self._runs.get(request_id)
+        if context is None:
+            return False
+        context.cancel()
+        return True
+
+    def session(
+        self, model: str | ModelSpec, *, seed: SeedFrame, config: SessionConfig | None = None
+    ) -> Session:
+        """Open an interactive session on a world model (use it as a context manager)."""
+        spec, plugin = self._owner(self.spec(model))
+        entry = self._ensure_ready(spec, plugin, None, admit=True)
+        session_id = f"session-{uuid.uuid4().hex[:12]}"
+        context = Context(session_id,
+                          on_progress=self._progress_sink(entry.id, "session", session_id, None),
+                          log=log.bind(model=entry.id, plugin=plugin.name, operation="session"))  # fmt: skip
+        try:
+            ready = self._ready(entry, Capability.WORLD)
+            ready.slots.acquire(entry.id, context.cancel_event)
+        except BaseException:
+            self._release(entry)
+            raise
+        try:
+            engine = plugin.open_session(ready.model, config or SessionConfig(), seed, context)
+        except BaseException:
+            ready.slots.release()
+            self._release(entry)
+            raise
+
+        def on_close() -> None:
+            ready.slots.release()
+            self._release(entry)
+
+        return Session(engine, config or SessionConfig(), context, on_close)
+
+    def _prepare(
+        self,
+        model: str | ModelSpec,
+        request: GenerationRequest,
+        request_id: str | None,
+        on_progress: ProgressCallback | None,
+    ) -> _Run:
+        spec, plugin = self._owner(self.spec(model))
+        entry = self._ensure_ready(spec, plugin, None, admit=True)
+        try:
+            ready = self._ready(entry, required_capability(request))
+            run_id = request_id or f"req-{uuid.uuid4().hex[:12]}"
+            progress = RunProgress()
+            sink = self._progress_sink(entry.id, "generate", run_id, on_progress)
+
+            def on_run_progress(event: ProgressEvent) -> None:
+                progress.put(event)
+                sink(event)
+
+            context = Context(run_id, on_progress=on_run_progress,
+                              log=log.bind(model=entry.id, plugin=plugin.name, request_id=run_id))  # fmt: skip
+            with self._lock:
+                if run_id in self._runs:
+                    raise InvalidRequest(f"request id {run_id!r} is already running")
+                self._runs[run_id] = context
+        except BaseException:
+            self._release(entry)
+            raise
+        return _Run(self, entry, ready, request, context, progress)
+
+    def _ready(self, entry: ModelEntry, capability: Capability) -> Ready:
+        state = entry.state
+        if not isinstance(state, Ready):
+            raise ModelNotReady(f"{entry.id} is {STATUS[type(state)].value}")
+        if capability not in state.model.capabilities:
+            can = ", ".join(sorted(c.value for c in state.model.capabilities))
+            raise UnsupportedCapability(
+                f"{entry.id} cannot do {capability.value}; it can do: {can}",
+                hint="send a request that matches the model, or choose another model",
+            )
+        return state
+
+    def _release(self, entry: ModelEntry, run_id: str | None = None) -> None:
+        with self._lock:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+            if run_id is not None:
+                self._runs.pop(run_id, None)
+            self._changed.notify_all()
+            unload_now = entry.evictable() and entry.keep_alive_s == 0
+            if unload_now:
+                assert isinstance(entry.state, Ready)
+                entry.state = Unloading(entry.state.model, entry.state.memory)
+        if unload_now:
+            self._finish_unload(entry)
+
+    def _progress_sink(
+        self,
+        model_id: str,
+        operation: Literal["load", "generate", "session"],
+        operation_id: str,
+        extra: ProgressCallback | None,
+    ) -> Callable[[ProgressEvent], None]:
+        def sink(event: ProgressEvent) -> None:
+            if extra is not None:
+                extra(event)
+            self._bus.publish(HostProgressEvent(
+                model=model_id, operation=operation, operation_id=operation_id,
+                stage=event.stage, step=event.step, total=event.total,
+            ))  # fmt: skip
+
+        return sink
+
+    # -- events and shutdown -------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Receive lifecycle and progress events; returns the unsubscribe function."""
+        return self._bus.subscribe(listener)
+
+    def close(self) -> None:
+        """Cancel running requests and loads, unload every model, stop the keep-alive thread."""
+        self._stop.set()
+        with self._lock:
+            contexts = list(self._runs.values())
+        for context in contexts:
+            context.cancel()
+        for model_id in list(self._models):
+            try:
+                self.unload(model_id)
+            except UnknownModel:
+                continue  # unloaded meanwhile
+        if self._reaper is not None:
+            self._reaper.join()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Run:
+    """One admitted request: owns its slot, its context and its user count on the model."""
+
+    def __init__(
+        self,
+        host: Host,
+        entry: ModelEntry,
+        ready: Ready,
+        request: GenerationRequest,
+        context: Context,
+        progress: RunProgress,
+    ) -> None:
+        self.host, self.entry, self.ready = host, entry, ready
+        self.request, self.context, self.progress = request, context, progress
+        self._holding_slot = False
+        self._ended = False
+
+    def __enter__(self) -> _Run:
+        try:
+            self.ready.slots.acquire(self.entry.id, self.context.cancel_event)
+            self._holding_slot = True
+            self.context.raise_if_cancelled()
+        except BaseException:
+            self.end()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.end()
+
+    def end(self) -> None:
+        """Give back the slot and the model (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._holding_slot:
+            self.ready.slots.release()
+        self.host._release(self.entry, self.context.id)  # noqa: SLF001 - the host's own helper
+
+    def result(self) -> GenerationResult:
+        """Run to completion."""
+        result = run_to_result(self.entry.plugin, self.ready.model, self.request, self.context)
+        self.context.log.debug("request done", kind=result.kind)
+        return result
+
+    def events(self) -> Iterator[StreamEvent]:
+        """Events ending in ``result``; raises typed errors."""
+        return run_events(self.entry.plugin, self.ready.model, self.request, self.context,
+                          self.progress)  # fmt: skip
+
+
+class Generation:
+    """A streaming request: iterate it for events; ``cancel()`` from any thread.
+
+    The iteration never raises for engine failures: it ends with an ``error`` event.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.id = run.context.id
+        self._events = self._guarded()
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        return next(self._events)
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def cancel(self) -> None:
+        """Stop the request; the stream ends with a ``cancelled`` error event."""
+        self._run.context.cancel()
+
+    def close(self) -> None:
+        """Stop iterating early and release the model (cancels the request)."""
+        self._run.context.cancel()
+        self._events.close()
+        self._run.end()
+
+    def __del__(self) -> None:
+        # A stream dropped without being exhausted or closed must not hold its model.
+        self._run.end()
+
+    def _guarded(self) -> Iterator[StreamEvent]:
+        try:
+            with self._run:
+                yield from self._run.events()
+        except MotorpoolError as exc:
+            yield ErrorEvent(error=exc.info())
+        except Exception as exc:
+            log.exception("stream failed", request_id=self.id)
+            yield ErrorEvent(error=EngineFailed(f"{type(exc).__name__}: {exc}").info())
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
+

@@ -1,0 +1,193 @@
+"""Running one request on a plugin: generate or stream, whichever the plugin implements.
+
+A plugin may implement ``motorpool_generate``, ``motorpool_stream`` or both; the host
+derives the missing one. Every path yields zero or more non-terminal events and then
+exactly one result, or raises a typed error.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from motorpool._plugin import Plugin
+from motorpool.engine import Context, LoadedModel
+from motorpool.errors import Cancelled, EngineFailed, MotorpoolError
+from motorpool.types import (
+    Capability,
+    ChatRequest,
+    CompletionRequest,
+    ErrorEvent,
+    GenerationRequest,
+    GenerationResult,
+    ImageRequest,
+    ImageResult,
+    ProgressEvent,
+    ResultEvent,
+    StreamEvent,
+    TextResult,
+    VideoRequest,
+    VideoResult,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_RESULT_KIND: dict[str, type[GenerationResult]] = {
+    "completion": TextResult, "chat": TextResult, "image": ImageResult, "video": VideoResult,
+}  # fmt: skip
+
+
+def required_capability(request: GenerationRequest) -> Capability:
+    """The capability a model needs to answer ``request``."""
+    match request:
+        case CompletionRequest():
+            return Capability.COMPLETION
+        case ChatRequest():
+            return Capability.CHAT
+        case ImageRequest(init_image=None):
+            return Capability.IMAGE
+        case ImageRequest():
+            return Capability.IMAGE_TO_IMAGE
+        case VideoRequest(init_image=None):
+            return Capability.VIDEO
+        case VideoRequest():
+            return Capability.IMAGE_TO_VIDEO
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    result: GenerationResult | None
+    error: BaseException | None
+
+
+class RunProgress:
+    """Where a run's progress goes: a queue the streaming side drains."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[ProgressEvent | _Finished] = queue.SimpleQueue()
+
+    def put(self, event: ProgressEvent) -> None:
+        """Queue a progress event for the stream."""
+        self.events.put(event)
+
+
+def run_to_result(
+    plugin: Plugin, model: LoadedModel[object], request: GenerationRequest, context: Context
+) -> GenerationResult:
+    """Answer ``request`` with one result (progress goes to the context's sink)."""
+    if plugin.implements("motorpool_generate"):
+        result = _guard(plugin, lambda: plugin.generate(model, request, context))
+        return _checked(plugin, request, result)
+    for event in run_events(plugin, model, request, context, RunProgress()):
+        if isinstance(event, ResultEvent):
+            return event.result
+    raise EngineFailed(f"plugin {plugin.name!r} ended its stream without a result")
+
+
+def run_events(
+    plugin: Plugin,
+    model: LoadedModel[object],
+    request: GenerationRequest,
+    context: Context,
+    progress: RunProgress,
+) -> Iterator[StreamEvent]:
+    """Non-terminal events, then one ``ResultEvent``; raises a typed error instead of the end.
+
+    Stops within one event of cancellation: the plugin's generator is closed.
+    """
+    if not plugin.implements("motorpool_stream"):
+        yield from _generate_in_thread(plugin, model, request, context, progress)
+        return
+    events = _guard(plugin, lambda: plugin.stream(model, request, context))
+    try:
+        while True:
+            event = _guard(plugin, lambda: next(events, None))
+            yield from _drain(progress)
+            if context.cancelled:
+                raise Cancelled(f"request {context.id} was cancelled")
+            if event is None:
+                raise EngineFailed(f"plugin {plugin.name!r} ended its stream without a result")
+            if isinstance(event, ErrorEvent):
+                raise MotorpoolError.from_info(event.error)
+            if isinstance(event, ResultEvent):
+                yield ResultEvent(result=_checked(plugin, request, event.result))
+                return
+            yield event
+    finally:
+        close = getattr(events, "close", None)  # a plain iterator has no close()
+        if close is not None:
+            close()
+
+
+def _drain(progress: RunProgress) -> Iterator[ProgressEvent]:
+    while True:
+        try:
+            item = progress.events.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, ProgressEvent):
+            yield item
+
+
+def _generate_in_thread(
+    plugin: Plugin,
+    model: LoadedModel[object],
+    request: GenerationRequest,
+    context: Context,
+    progress: RunProgress,
+) -> Iterator[StreamEvent]:
+    """Stream a generate-only plugin: run it on a thread, yield its progress as it comes."""
+
+    def work() -> None:
+        try:
+            result = run_to_result(plugin, model, request, context)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, re-raised there
+            progress.events.put(_Finished(None, exc))
+        else:
+            progress.events.put(_Finished(result, None))
+
+    worker = threading.Thread(target=work, name=f"motorpool-run-{context.id}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = progress.events.get()
+            if isinstance(item, ProgressEvent):
+                yield item
+                continue
+            if item.error is not None:
+                raise item.error
+            assert item.result is not None
+            yield ResultEvent(result=item.result)
+            return
+    finally:
+        if worker.is_alive():
+            context.cancel()  # the consumer went away: the plugin stops at its next check
+            worker.join()
+
+
+def _guard(plugin: Plugin, call: Callable[[], T]) -> T:
+    """Call into a plugin; typed errors pass, anything else becomes ``EngineFailed``."""
+    try:
+        return call()
+    except MotorpoolError:
+        raise
+    except Exception as exc:
+        log.exception("engine raised", plugin=plugin.name)
+        raise EngineFailed(f"{plugin.name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _checked(plugin: Plugin, request: GenerationRequest, result: GenerationResult) -> GenerationResult:
+    expected = _RESULT_KIND[request.kind]
+    if not isinstance(result, expected):
+        raise EngineFailed(
+            f"plugin {plugin.name!r} answered a {request.kind} request with "
+            f"{type(result).__name__}, not {expected.__name__}"
+        )
+    return result

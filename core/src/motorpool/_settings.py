@@ -1,0 +1,72 @@
+"""Host settings: ``MOTORPOOL_*`` environment variables over a TOML config file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ByteSize, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path("~/.motorpool")
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MOTORPOOL_HOME", DEFAULT_HOME)).expanduser()
+
+
+def config_file_path() -> Path:
+    """``MOTORPOOL_CONFIG``, or ``config.toml`` in ``MOTORPOOL_HOME`` (``~/.motorpool``)."""
+    explicit = os.environ.get("MOTORPOOL_CONFIG")
+    return Path(explicit).expanduser() if explicit else _home() / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Everything the host reads at start. Each field is also ``MOTORPOOL_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MOTORPOOL_", extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=_home)
+    """Where motorpool keeps its files (``MOTORPOOL_HOME``)."""
+    plugins: str | None = None
+    """Allow-list: unset = every installed plugin, empty = none, ``a,b`` = only those."""
+    strict_plugins: bool = False
+    """Fail start-up when any plugin fails to import or validate."""
+    models_file: Path | None = None
+    """TOML file of model aliases; default ``<home>/models.toml``."""
+    model_dirs: tuple[Path, ...] = ()
+    """When set, local model paths must lie inside one of these folders."""
+    memory_budget: ByteSize | None = None
+    """Bytes of models kept loaded at once (``16GB``); default 80% of physical memory."""
+    max_loaded_models: int | None = Field(default=None, ge=1)
+    keep_alive_s: float = 300.0
+    """Idle seconds before a model is unloaded; negative = never."""
+    max_queue: int = Field(default=64, ge=0)
+    """Requests that may wait per model before new ones get ``queue_full``."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+
+    @property
+    def models_path(self) -> Path:
+        """The models file in effect."""
+        return (self.models_file or self.home / "models.toml").expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the config file."""
+        del dotenv_settings, file_secret_settings
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)

@@ -1,0 +1,150 @@
+"""Model sources: local paths and Hugging Face repo ids, and the models file of aliases."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from motorpool.engine import Context, ResolvedSource
+from motorpool.errors import (
+    Cancelled,
+    DownloadFailed,
+    InvalidRequest,
+    SourceNotAllowed,
+    SourceNotFound,
+)
+from motorpool.types import ModelOrigin, ModelSpec
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+HUB_PREFIX = "hf:"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+log = structlog.get_logger(__name__)
+
+
+def local_path(source: str) -> Path | None:
+    """The existing local path a source names, or ``None`` (a repo id, or nothing there)."""
+    if source.startswith(HUB_PREFIX):
+        return None
+    path = Path(source).expanduser()
+    return path.resolve() if path.exists() else None
+
+
+def hub_repo_id(source: str) -> str | None:
+    """The repo id a source names (``hf:owner/name`` or ``owner/name`` that is no path)."""
+    candidate = source.removeprefix(HUB_PREFIX)
+    if source.startswith(HUB_PREFIX) or local_path(source) is None:
+        return candidate if _REPO_ID.match(candidate) else None
+    return None
+
+
+def resolve(spec: ModelSpec, *, model_dirs: tuple[Path, ...], context: Context) -> ResolvedSource:
+    """Turn a spec's source into a local path, downloading from the hub when needed."""
+    path = local_path(spec.source)
+    if path is not None:
+        _check_confined(path, model_dirs)
+        return ResolvedSource(spec=spec, path=path, origin=ModelOrigin.LOCAL)
+    repo_id = hub_repo_id(spec.source)
+    if repo_id is None:
+        raise SourceNotFound(
+            f"no file or folder at {spec.source!r}",
+            hint="give an existing path, or a Hugging Face repo id such as owner/name",
+        )
+    path = _download(repo_id, spec, context)
+    return ResolvedSource(
+        spec=spec, path=path, origin=ModelOrigin.HUB, repo_id=repo_id, revision=spec.revision
+    )
+
+
+def _check_confined(path: Path, model_dirs: tuple[Path, ...]) -> None:
+    if not model_dirs:
+        return
+    roots = [d.expanduser().resolve() for d in model_dirs]
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise SourceNotAllowed(
+            f"{path} is outside the model directories",
+            hint="move the model into one of " + ", ".join(str(r) for r in roots)
+            + " or add its folder to MOTORPOOL_MODEL_DIRS",
+        )
+
+
+def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
+    """``snapshot_download`` with progress and cancellation; honours HF_HOME / HF_HUB_OFFLINE."""
+    import huggingface_hub  # noqa: PLC0415 - a heavy import, needed only for hub sources
+    from huggingface_hub import errors as hub_errors  # noqa: PLC0415
+
+    log.info("downloading model", repo_id=repo_id, revision=spec.revision, files=spec.files)
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id,
+            revision=spec.revision,
+            allow_patterns=list(spec.files) or None,
+            tqdm_class=_progress_class(context),
+        )
+    except hub_errors.RepositoryNotFoundError as exc:
+        raise SourceNotFound(
+            f"no Hugging Face repo {repo_id!r} (or it is private)",
+            hint="check the name, or log in with `hf auth login` for a gated repo",
+        ) from exc
+    except hub_errors.RevisionNotFoundError as exc:
+        raise SourceNotFound(f"{repo_id} has no revision {spec.revision!r}") from exc
+    except hub_errors.LocalEntryNotFoundError as exc:
+        raise DownloadFailed(
+            f"{repo_id} is not in the local cache and the hub cannot be reached "
+            "(offline, or HF_HUB_OFFLINE=1)",
+            hint="download it once while online, or point the source at a local folder",
+        ) from exc
+    except (OSError, hub_errors.HfHubHTTPError) as exc:
+        raise DownloadFailed(f"downloading {repo_id} failed: {exc}") from exc
+    return Path(folder)
+
+
+def _progress_class(context: Context) -> type[tqdm[Any]]:
+    """A tqdm class that reports to ``context`` and stops the download when cancelled."""
+    from tqdm import tqdm as base  # noqa: PLC0415 - only for downloads
+
+    class ContextProgress(base):  # type: ignore[type-arg]  # tqdm's generic is unparameterised here
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True  # the host reports progress as events, not a terminal bar
+            super().__init__(*args, **kwargs)
+            self._done = 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if context.cancelled:
+                raise Cancelled("download cancelled")
+            self._done += int(n or 0)
+            context.progress("download", self._done, int(self.total) if self.total else None)
+            return super().update(n)
+
+    return ContextProgress
+
+
+def load_models_file(path: Path) -> Mapping[str, ModelSpec]:
+    """Read ``[models.<alias>]`` tables; a missing file is an empty mapping.
+
+    Raises :class:`~motorpool.errors.InvalidRequest` naming the alias and field at fault.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequest(f"{path} is not valid TOML: {exc}") from exc
+    tables = document.get("models", {})
+    if not isinstance(tables, dict):
+        raise InvalidRequest(f"{path}: `models` must be a table of [models.<alias>] tables")
+    specs: dict[str, ModelSpec] = {}
+    for alias, table in tables.items():  # pyright: ignore[reportUnknownVariableType]  # TOML is untyped
+        try:
+            specs[str(alias)] = ModelSpec.model_validate({**table, "name": alias})  # pyright: ignore[reportUnknownArgumentType]
+        except (ValidationError, TypeError) as exc:
+            raise InvalidRequest(f"{path}: model {alias!r} is invalid: {exc}") from exc
+    return specs

@@ -1,0 +1,1 @@
+"""motorpool's test engine: small, deterministic, pure-Python engines behind every hook."""
