@@ -11,7 +11,7 @@ hook marker is imported eagerly, every other name on first use (PEP 562).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from motorpool._markers import hookimpl
 
@@ -59,10 +59,30 @@ _LAZY = {
     "VideoRequest": "motorpool.types",
 }
 
-__all__ = [*sorted(_LAZY), "__version__", "hookimpl"]  # pyright: ignore[reportUnsupportedDunderAll]
+__all__ = [
+    "Capability",
+    "ChatMessage",
+    "ChatRequest",
+    "CompletionRequest",
+    "Context",
+    "Generation",
+    "Host",
+    "ImageRequest",
+    "InteractiveSession",
+    "LoadedModel",
+    "ModelSpec",
+    "ResolvedSource",
+    "Sampling",
+    "Session",
+    "Settings",
+    "TinyModel",
+    "VideoRequest",
+    "__version__",
+    "hookimpl",
+]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'motorpool' has no attribute {name!r}")

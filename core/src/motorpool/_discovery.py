@@ -132,6 +132,7 @@ def _register(
         log.warning("plugin rejected", plugin=name, error=_describe(exc))
         return _failed_record(name, target, exc, _contract_hint(target)), None
 
+    dist, version = _distribution_of(target)
     hooks: dict[str, Callable[..., Any]] = {}
     problems: list[str] = []
     for caller in manager.get_hookcallers(obj) or []:
@@ -153,9 +154,14 @@ def _register(
         error = "; ".join(problems)
         log.warning("plugin rejected", plugin=name, error=error)
         record = PluginInfo(
-            name=name, state=PluginState.FAILED, entry_point=target, error=error,
-            hint=_contract_hint(target), **_distribution_of(target),
-        )  # fmt: skip
+            name=name,
+            state=PluginState.FAILED,
+            entry_point=target,
+            error=error,
+            hint=_contract_hint(target),
+            distribution=dist,
+            version=version,
+        )
         return record, None
 
     record = PluginInfo(
@@ -163,7 +169,8 @@ def _register(
         state=PluginState.LOADED,
         entry_point=target,
         hooks=tuple(sorted(hooks)),
-        **_distribution_of(target),
+        distribution=dist,
+        version=version,
     )
     return record, Plugin(name, obj, hooks)
 
@@ -174,13 +181,15 @@ def _spec_names() -> tuple[str, ...]:
 
 
 def _failed_record(name: str, target: str, exc: BaseException, hint: str) -> PluginInfo:
+    dist, version = _distribution_of(target)
     return PluginInfo(
         name=name,
         state=PluginState.FAILED,
         entry_point=target,
         error=_describe(exc),
         hint=hint,
-        **_distribution_of(target),
+        distribution=dist,
+        version=version,
     )
 
 
@@ -188,12 +197,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _distribution_of(target: str) -> dict[str, str | None]:
+def _distribution_of(target: str) -> tuple[str | None, str | None]:
     """The distribution and version that ship an entry point, if installed."""
     dist = _distributions_by_target().get(target)
-    if dist is None:
-        return {"distribution": None, "version": None}
-    return {"distribution": dist.name, "version": dist.version}
+    return (None, None) if dist is None else (dist.name, dist.version)
 
 
 @cache
@@ -208,7 +215,7 @@ def _distributions_by_target() -> Mapping[str, importlib.metadata.Distribution]:
 
 
 def _import_hint(ep: importlib.metadata.EntryPoint, exc: BaseException) -> str:
-    dist = _distribution_of(ep.value)["distribution"]
+    dist, _ = _distribution_of(ep.value)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top_missing = exc.name.split(".")[0]
         if dist is not None and top_missing != ep.value.split(".")[0]:
@@ -218,7 +225,9 @@ def _import_hint(ep: importlib.metadata.EntryPoint, exc: BaseException) -> str:
                     f"{dist} needs {requirement!r}, which is not installed: "
                     f"pip install {_quote(requirement)}"
                 )
-            return f"{dist} imports {top_missing!r}, which is not installed: pip install {top_missing}"
+            return (
+                f"{dist} imports {top_missing!r}, which is not installed: pip install {top_missing}"
+            )
     if dist is not None:
         return (
             f"the plugin's code failed at import: reinstall or upgrade it "
@@ -248,9 +257,8 @@ def _quote(requirement: str) -> str:
 
 
 def _contract_hint(target: str) -> str:
-    dist = _distribution_of(target)["distribution"] or "the plugin"
+    dist = _distribution_of(target)[0] or "the plugin"
     return (
         f"{dist} does not match this motorpool's hook contract (see docs/plugins.md): "
         f"upgrade it (pip install --upgrade {dist}) or report it to its author"
     )
-

@@ -42,8 +42,11 @@ def _cuda_devices() -> list[Device]:
     try:
         out = subprocess.run(  # noqa: S603 - a fixed command found on PATH
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=_SMI_TIMEOUT_S, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=_SMI_TIMEOUT_S,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("nvidia-smi failed; reporting no CUDA device", error=str(exc))
         return []
@@ -64,4 +67,6 @@ def _rocm_devices() -> list[Device]:
 def _metal_devices(unified_memory: int) -> list[Device]:
     if sys.platform != "darwin" or platform.machine() != "arm64":
         return []
-    return [Device(accelerator=Accelerator.METAL, name="Apple silicon", memory_bytes=unified_memory)]
+    return [
+        Device(accelerator=Accelerator.METAL, name="Apple silicon", memory_bytes=unified_memory)
+    ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 import psutil
 import structlog
@@ -54,7 +54,6 @@ from motorpool.types import (
     ModelStatus,
     PluginInfo,
     PluginProbe,
-    PluginState,
     ProgressEvent,
     SeedFrame,
     SessionConfig,
@@ -129,8 +128,11 @@ class Host:
                 report = plugin.probe(deep=deep)
             except Exception as exc:
                 log.exception("probe failed", plugin=name)
-                probes.append(PluginProbe(plugin=name, state=record.state,
-                                          error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                probes.append(
+                    PluginProbe(
+                        plugin=name, state=record.state, error=f"{type(exc).__name__}: {exc}"
+                    )
+                )
             else:
                 probes.append(PluginProbe(plugin=name, state=record.state, report=report))
         return probes
@@ -152,7 +154,8 @@ class Host:
         if record is None:
             raise UnknownPlugin(
                 f"no plugin named {name!r} is installed",
-                hint="installed: " + (", ".join(self._records) or "none")
+                hint="installed: "
+                + (", ".join(self._records) or "none")
                 + "; `motorpool plugins` lists them",
             )
         raise PluginUnavailable(
@@ -186,8 +189,8 @@ class Host:
         raise UnknownModel(
             f"unknown model {model!r}",
             hint="use an alias from "
-            + f"{self.settings.models_path} ({', '.join(self._aliases) or 'none defined'}), "
-            + "a path, a Hugging Face repo id, or plugin:source",
+            f"{self.settings.models_path} ({', '.join(self._aliases) or 'none defined'}), "
+            "a path, a Hugging Face repo id, or plugin:source",
         )
 
     def _owner(self, spec: ModelSpec) -> tuple[ModelSpec, Plugin]:
@@ -208,14 +211,16 @@ class Host:
             raise NoMatchingPlugin(
                 f"no installed plugin recognises {spec.source!r}",
                 hint="name the plugin (plugin:source) or install one that loads this format; "
-                + "`motorpool probe` lists what each plugin loads",
+                "`motorpool probe` lists what each plugin loads",
             )
         best = max(scores)[1]
         return spec.model_copy(update={"plugin": best}), self._plugins[best]
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def load(self, model: str | ModelSpec, *, on_progress: ProgressCallback | None = None) -> ModelInfo:
+    def load(
+        self, model: str | ModelSpec, *, on_progress: ProgressCallback | None = None
+    ) -> ModelInfo:
         """Load a model (or return it if loaded); blocks until ready. Raises on failure."""
         spec, plugin = self._owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, on_progress, admit=False)
@@ -242,27 +247,29 @@ class Host:
 
     def unload(self, model_id: str) -> None:
         """Unload a model after its running requests finish; cancels a load in progress."""
+        info: ModelInfo | None = None
         with self._lock:
             entry = self._entry(model_id)
             match entry.state:
                 case Ready(model=loaded, memory=memory):
                     entry.state = Unloading(loaded, memory)
                     info = self._info(entry)
-                case Loading(context=context, done=done):
+                    pending = None
+                case Loading(context=context, done=pending):
                     context.cancel()
-                    info = None
-                case Unloading(done=done):
-                    info = None
+                case Unloading(done=pending):
+                    pass
                 case Failed():
                     del self._models[model_id]
                     return
-        if info is None:
-            done.wait()
+        if pending is not None:  # someone else finishes it; wait, then drop a failed load
+            pending.wait()
             with self._lock:
                 if self._models.get(model_id) is entry and isinstance(entry.state, Failed):
                     del self._models[model_id]
             return
-        self._bus.publish(HostModelEvent(model=info))
+        if info is not None:
+            self._bus.publish(HostModelEvent(model=info))
         self._finish_unload(entry)
 
     def cancel_load(self, model_id: str) -> bool:
@@ -279,9 +286,10 @@ class Host:
         now = time.monotonic()
         with self._lock:
             expired = [
-                entry for entry in self._models.values()
+                entry
+                for entry in self._models.values()
                 if entry.evictable() and 0 <= entry.keep_alive_s <= now - entry.last_used
-            ]  # fmt: skip
+            ]
             for entry in expired:
                 assert isinstance(entry.state, Ready)
                 entry.state = Unloading(entry.state.model, entry.state.memory)
@@ -341,9 +349,17 @@ class Host:
             on_progress=self._progress_sink(model_id, "load", load_id, on_progress),
             log=log.bind(model=model_id, plugin=plugin.name, operation="load"),
         )
-        keep_alive = spec.keep_alive_s if spec.keep_alive_s is not None else self.settings.keep_alive_s
-        entry = ModelEntry(id=model_id, spec=spec, plugin=plugin, state=Loading(context, 0),
-                           keep_alive_s=keep_alive, pinned=spec.pinned)  # fmt: skip
+        keep_alive = (
+            spec.keep_alive_s if spec.keep_alive_s is not None else self.settings.keep_alive_s
+        )
+        entry = ModelEntry(
+            id=model_id,
+            spec=spec,
+            plugin=plugin,
+            state=Loading(context, 0),
+            keep_alive_s=keep_alive,
+            pinned=spec.pinned,
+        )
         self._models[model_id] = entry
         return entry
 
@@ -363,14 +379,17 @@ class Host:
                 self._finish_unload(victim)
             context.raise_if_cancelled()
             loaded = plugin.load(source, context)
-            if not isinstance(loaded, LoadedModel):  # a plugin bug, reported as such
+            if not isinstance(cast(object, loaded), LoadedModel):  # a plugin bug, reported
                 raise LoadFailed(f"{plugin.name} returned {type(loaded).__name__}, not LoadedModel")
             new_state: Ready | Failed = Ready(
                 loaded,
                 loaded.memory_bytes or estimate,
-                Slots(loaded.max_concurrency, max_waiting=self.settings.max_queue,
-                      exclusive=loaded.exclusive),
-            )  # fmt: skip
+                Slots(
+                    loaded.max_concurrency,
+                    max_waiting=self.settings.max_queue,
+                    exclusive=loaded.exclusive,
+                ),
+            )
         except MotorpoolError as exc:
             context.log.warning("load failed", code=exc.code, error=exc.message)
             new_state = Failed(exc)
@@ -385,8 +404,11 @@ class Host:
             info = self._info(entry)
         loading.done.set()
         if isinstance(new_state, Ready):
-            context.log.info("model ready", seconds=round(time.perf_counter() - started, 3),
-                             memory=new_state.memory)  # fmt: skip
+            context.log.info(
+                "model ready",
+                seconds=round(time.perf_counter() - started, 3),
+                memory=new_state.memory,
+            )
             self._start_reaper()
         self._bus.publish(HostModelEvent(model=info))
 
@@ -404,7 +426,9 @@ class Host:
             count = sum(isinstance(e.state, Loading | Ready) for e in others)
             limit = self.settings.max_loaded_models
             victims: list[ModelEntry] = []
-            for candidate in sorted((e for e in others if e.evictable()), key=lambda e: e.last_used):
+            for candidate in sorted(
+                (e for e in others if e.evictable()), key=lambda e: e.last_used
+            ):
                 if used + needed <= self._budget and (limit is None or count < limit):
                     break
                 victims.append(candidate)
@@ -468,8 +492,9 @@ class Host:
         with self._lock:
             if self._reaper is not None or self._stop.is_set():
                 return
-            self._reaper = threading.Thread(target=self._reap, name="motorpool-keep-alive",
-                                            daemon=True)  # fmt: skip
+            self._reaper = threading.Thread(
+                target=self._reap, name="motorpool-keep-alive", daemon=True
+            )
         self._reaper.start()
 
     def _reap(self) -> None:
@@ -524,9 +549,11 @@ class Host:
         spec, plugin = self._owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, None, admit=True)
         session_id = f"session-{uuid.uuid4().hex[:12]}"
-        context = Context(session_id,
-                          on_progress=self._progress_sink(entry.id, "session", session_id, None),
-                          log=log.bind(model=entry.id, plugin=plugin.name, operation="session"))  # fmt: skip
+        context = Context(
+            session_id,
+            on_progress=self._progress_sink(entry.id, "session", session_id, None),
+            log=log.bind(model=entry.id, plugin=plugin.name, operation="session"),
+        )
         try:
             ready = self._ready(entry, Capability.WORLD)
             ready.slots.acquire(entry.id, context.cancel_event)
@@ -565,8 +592,11 @@ class Host:
                 progress.put(event)
                 sink(event)
 
-            context = Context(run_id, on_progress=on_run_progress,
-                              log=log.bind(model=entry.id, plugin=plugin.name, request_id=run_id))  # fmt: skip
+            context = Context(
+                run_id,
+                on_progress=on_run_progress,
+                log=log.bind(model=entry.id, plugin=plugin.name, request_id=run_id),
+            )
             with self._lock:
                 if run_id in self._runs:
                     raise InvalidRequest(f"request id {run_id!r} is already running")
@@ -574,7 +604,14 @@ class Host:
         except BaseException:
             self._release(entry)
             raise
-        return _Run(self, entry, ready, request, context, progress)
+        return _Run(
+            on_end=lambda: self._release(entry, run_id),
+            entry=entry,
+            ready=ready,
+            request=request,
+            context=context,
+            progress=progress,
+        )
 
     def _ready(self, entry: ModelEntry, capability: Capability) -> Ready:
         state = entry.state
@@ -612,10 +649,16 @@ class Host:
         def sink(event: ProgressEvent) -> None:
             if extra is not None:
                 extra(event)
-            self._bus.publish(HostProgressEvent(
-                model=model_id, operation=operation, operation_id=operation_id,
-                stage=event.stage, step=event.step, total=event.total,
-            ))  # fmt: skip
+            self._bus.publish(
+                HostProgressEvent(
+                    model=model_id,
+                    operation=operation,
+                    operation_id=operation_id,
+                    stage=event.stage,
+                    step=event.step,
+                    total=event.total,
+                )
+            )
 
         return sink
 
@@ -657,14 +700,16 @@ class _Run:
 
     def __init__(
         self,
-        host: Host,
+        *,
+        on_end: Callable[[], None],
         entry: ModelEntry,
         ready: Ready,
         request: GenerationRequest,
         context: Context,
         progress: RunProgress,
     ) -> None:
-        self.host, self.entry, self.ready = host, entry, ready
+        self._on_end = on_end
+        self.entry, self.ready = entry, ready
         self.request, self.context, self.progress = request, context, progress
         self._holding_slot = False
         self._ended = False
@@ -689,7 +734,7 @@ class _Run:
         self._ended = True
         if self._holding_slot:
             self.ready.slots.release()
-        self.host._release(self.entry, self.context.id)  # noqa: SLF001 - the host's own helper
+        self._on_end()
 
     def result(self) -> GenerationResult:
         """Run to completion."""
@@ -699,8 +744,9 @@ class _Run:
 
     def events(self) -> Iterator[StreamEvent]:
         """Events ending in ``result``; raises typed errors."""
-        return run_events(self.entry.plugin, self.ready.model, self.request, self.context,
-                          self.progress)  # fmt: skip
+        return run_events(
+            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
+        )
 
 
 class Generation:
@@ -740,7 +786,7 @@ class Generation:
         # A stream dropped without being exhausted or closed must not hold its model.
         self._run.end()
 
-    def _guarded(self) -> Iterator[StreamEvent]:
+    def _guarded(self) -> Generator[StreamEvent]:
         try:
             with self._run:
                 yield from self._run.events()
@@ -753,4 +799,3 @@ class Generation:
 
 def _gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB"
-

@@ -53,7 +53,7 @@ class Plugin:
         """True when the plugin has an implementation of ``hook``."""
         return hook in self._hooks
 
-    def _call(self, hook: str, **kwargs: object) -> Any:
+    def _call(self, hook: str, **kwargs: object) -> Any:  # noqa: ANN401 - typed by each caller
         started = time.perf_counter()
         try:
             return self._hooks[hook](**kwargs)
@@ -67,30 +67,30 @@ class Plugin:
 
     def probe(self, *, deep: bool) -> ProbeReport:
         """Call ``motorpool_probe``."""
-        return cast(ProbeReport, self._call("motorpool_probe", deep=deep))
+        return cast("ProbeReport", self._call("motorpool_probe", deep=deep))
 
     def match(self, spec: ModelSpec, path: Path | None) -> int | None:
         """Call ``motorpool_match``; ``None`` when the plugin does not implement it."""
         if not self.implements("motorpool_match"):
             return None
-        return cast(int | None, self._call("motorpool_match", spec=spec, path=path))
+        return cast("int | None", self._call("motorpool_match", spec=spec, path=path))
 
     def tiny_model(self, directory: Path) -> TinyModel | None:
         """Call ``motorpool_tiny_model``; ``None`` when the plugin does not implement it."""
         if not self.implements("motorpool_tiny_model"):
             return None
-        return cast(TinyModel | None, self._call("motorpool_tiny_model", directory=directory))
+        return cast("TinyModel | None", self._call("motorpool_tiny_model", directory=directory))
 
     def estimate_memory(self, source: ResolvedSource) -> int | None:
         """Call ``motorpool_estimate_memory``; ``None`` when not implemented."""
         if not self.implements("motorpool_estimate_memory"):
             return None
-        return cast(int | None, self._call("motorpool_estimate_memory", source=source))
+        return cast("int | None", self._call("motorpool_estimate_memory", source=source))
 
     def load(self, source: ResolvedSource, context: Context) -> LoadedModel[object]:
         """Call ``motorpool_load``."""
         return cast(
-            LoadedModel[object], self._call("motorpool_load", source=source, context=context)
+            "LoadedModel[object]", self._call("motorpool_load", source=source, context=context)
         )
 
     def unload(self, model: LoadedModel[object]) -> None:
@@ -103,7 +103,7 @@ class Plugin:
     ) -> GenerationResult:
         """Call ``motorpool_generate``."""
         return cast(
-            GenerationResult,
+            "GenerationResult",
             self._call("motorpool_generate", model=model, request=request, context=context),
         )
 
@@ -112,7 +112,7 @@ class Plugin:
     ) -> Iterator[StreamEvent]:
         """Call ``motorpool_stream``."""
         return cast(
-            Iterator[StreamEvent],
+            "Iterator[StreamEvent]",
             self._call("motorpool_stream", model=model, request=request, context=context),
         )
 
@@ -125,7 +125,7 @@ class Plugin:
     ) -> InteractiveSession:
         """Call ``motorpool_open_session``."""
         return cast(
-            InteractiveSession,
+            "InteractiveSession",
             self._call(
                 "motorpool_open_session", model=model, config=config, seed=seed, context=context
             ),

@@ -40,8 +40,11 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _RESULT_KIND: dict[str, type[GenerationResult]] = {
-    "completion": TextResult, "chat": TextResult, "image": ImageResult, "video": VideoResult,
-}  # fmt: skip
+    "completion": TextResult,
+    "chat": TextResult,
+    "image": ImageResult,
+    "video": VideoResult,
+}
 
 
 def required_capability(request: GenerationRequest) -> Capability:
@@ -183,7 +186,9 @@ def _guard(plugin: Plugin, call: Callable[[], T]) -> T:
         raise EngineFailed(f"{plugin.name} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _checked(plugin: Plugin, request: GenerationRequest, result: GenerationResult) -> GenerationResult:
+def _checked(
+    plugin: Plugin, request: GenerationRequest, result: GenerationResult
+) -> GenerationResult:
     expected = _RESULT_KIND[request.kind]
     if not isinstance(result, expected):
         raise EngineFailed(

@@ -22,7 +22,7 @@ from motorpool.errors import (
 from motorpool.types import ModelOrigin, ModelSpec
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from tqdm.asyncio import tqdm_asyncio
 
 HUB_PREFIX = "hf:"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
@@ -71,7 +71,8 @@ def _check_confined(path: Path, model_dirs: tuple[Path, ...]) -> None:
     if not any(path == root or path.is_relative_to(root) for root in roots):
         raise SourceNotAllowed(
             f"{path} is outside the model directories",
-            hint="move the model into one of " + ", ".join(str(r) for r in roots)
+            hint="move the model into one of "
+            + ", ".join(str(r) for r in roots)
             + " or add its folder to MOTORPOOL_MODEL_DIRS",
         )
 
@@ -83,7 +84,7 @@ def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
 
     log.info("downloading model", repo_id=repo_id, revision=spec.revision, files=spec.files)
     try:
-        folder = huggingface_hub.snapshot_download(
+        folder = huggingface_hub.snapshot_download(  # pyright: ignore[reportUnknownMemberType]  # an untyped dict in hf's signature
             repo_id,
             revision=spec.revision,
             allow_patterns=list(spec.files) or None,
@@ -107,14 +108,14 @@ def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
     return Path(folder)
 
 
-def _progress_class(context: Context) -> type[tqdm[Any]]:
+def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
     """A tqdm class that reports to ``context`` and stops the download when cancelled."""
-    from tqdm import tqdm as base  # noqa: PLC0415 - only for downloads
+    from tqdm.asyncio import tqdm_asyncio  # noqa: PLC0415 - only for downloads
 
-    class ContextProgress(base):  # type: ignore[type-arg]  # tqdm's generic is unparameterised here
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+    class ContextProgress(tqdm_asyncio[Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - tqdm's own signature
             kwargs["disable"] = True  # the host reports progress as events, not a terminal bar
-            super().__init__(*args, **kwargs)
+            super().__init__(*args, **kwargs)  # pyright: ignore[reportUnknownMemberType]  # tqdm's stubs leave **kwargs untyped
             self._done = 0
 
         def update(self, n: float | None = 1) -> bool | None:

@@ -49,8 +49,12 @@ class Unloading:
 
 ModelState = Loading | Ready | Failed | Unloading
 
-STATUS = {Loading: ModelStatus.LOADING, Ready: ModelStatus.READY,
-          Failed: ModelStatus.FAILED, Unloading: ModelStatus.UNLOADING}  # fmt: skip
+STATUS = {
+    Loading: ModelStatus.LOADING,
+    Ready: ModelStatus.READY,
+    Failed: ModelStatus.FAILED,
+    Unloading: ModelStatus.UNLOADING,
+}
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from motorpool.types import (
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-HandleT = TypeVar("HandleT", covariant=True)
+HandleT_co = TypeVar("HandleT_co", covariant=True)
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 ProgressSink = Callable[[ProgressEvent], None]
@@ -123,10 +123,10 @@ def parse_options(model: type[OptionsT], options: Mapping[str, JsonValue]) -> Op
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel(Generic[HandleT]):
+class LoadedModel(Generic[HandleT_co]):
     """What ``motorpool_load`` returns: the engine's handle and how the host may use it."""
 
-    handle: HandleT
+    handle: HandleT_co
     """The plugin's own object (a ``Llama``, a pipeline); the host never touches it."""
     capabilities: frozenset[Capability]
     memory_bytes: int = 0

@@ -17,12 +17,14 @@ def encode_png(width: int, height: int, pixel: bytes | None = None, *, seed: int
         for x in range(width):
             rows += bytes(((x + seed) % 256, (y + seed * 7) % 256, (x * y + seed * 13) % 256))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"".join([
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", header),
-        _chunk(b"IDAT", zlib.compress(bytes(rows), 6)),
-        _chunk(b"IEND", b""),
-    ])
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(bytes(rows), 6)),
+            _chunk(b"IEND", b""),
+        ]
+    )
 
 
 def png_size(data: bytes) -> tuple[int, int]:

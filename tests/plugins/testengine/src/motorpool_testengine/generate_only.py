@@ -20,6 +20,7 @@ from motorpool.types import (
     ProgressEvent,
     ResultEvent,
 )
+
 from motorpool_testengine import plugin as base
 
 CAPABILITIES = frozenset({Capability.IMAGE})
@@ -40,8 +41,9 @@ def motorpool_match(spec: ModelSpec, path: Path | None) -> int | None:
 @hookimpl
 def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[base.TestModel]:
     loaded = base.motorpool_load(source, context)
-    return LoadedModel(handle=loaded.handle, capabilities=CAPABILITIES,
-                       memory_bytes=loaded.memory_bytes)  # fmt: skip
+    return LoadedModel(
+        handle=loaded.handle, capabilities=CAPABILITIES, memory_bytes=loaded.memory_bytes
+    )
 
 
 @hookimpl

@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import cast
 
 from motorpool import hookimpl
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
@@ -45,6 +44,8 @@ from motorpool.types import (
     TokenEvent,
     Usage,
 )
+from pydantic import BaseModel, ConfigDict, Field
+
 from motorpool_testengine._png import encode_png
 
 FORMAT = "motorpool-test"
@@ -52,8 +53,15 @@ SUFFIX = ".mptest.json"
 EOS = "<eos>"
 DEFAULT_IMAGE_SIDE = 32
 DEFAULT_STEPS = 4
-CAPABILITIES = frozenset({Capability.COMPLETION, Capability.CHAT, Capability.IMAGE,
-                          Capability.IMAGE_TO_IMAGE, Capability.WORLD})  # fmt: skip
+CAPABILITIES = frozenset(
+    {
+        Capability.COMPLETION,
+        Capability.CHAT,
+        Capability.IMAGE,
+        Capability.IMAGE_TO_IMAGE,
+        Capability.WORLD,
+    }
+)
 
 
 class Options(BaseModel):
@@ -101,9 +109,12 @@ def motorpool_match(spec: ModelSpec, path: Path | None) -> int | None:
 def motorpool_tiny_model(directory: Path) -> TinyModel:
     path = write_model(directory / f"tiny{SUFFIX}")
     spec = ModelSpec(plugin="testengine", source=str(path))
-    return TinyModel(spec=spec, request=ChatRequest.model_validate(
-        {"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 8}
-    ))  # fmt: skip
+    return TinyModel(
+        spec=spec,
+        request=ChatRequest.model_validate(
+            {"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 8}
+        ),
+    )
 
 
 def write_model(path: Path, words: int = 64) -> Path:
@@ -126,12 +137,15 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[Test
     if options.fail_load:
         raise RuntimeError("failing on purpose (fail_load=true)")
     try:
-        document = json.loads(source.path.read_text(encoding="utf-8"))
+        document: object = json.loads(source.path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidModel(f"{source.path} is not a test-engine model: {exc}") from exc
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    fields = cast(dict[str, object], document) if isinstance(document, dict) else {}
+    vocab = fields.get("vocab")
+    if fields.get("format") != FORMAT or not isinstance(vocab, list) or not vocab:
         raise InvalidModel(f"{source.path} is not a test-engine model (format != {FORMAT!r})")
-    model = TestModel(tuple(document["vocab"]), str(document["chat_template"]), options)
+    words = tuple(str(word) for word in cast(list[object], vocab))
+    model = TestModel(words, str(fields.get("chat_template", "")), options)
     context.progress("load", 1, 1)
     return LoadedModel(
         handle=model,
@@ -185,7 +199,10 @@ def _stream_text(
         if context.cancelled:
             finish = FinishReason.CANCELLED
             break
-        if model.options.fail_after_tokens is not None and produced >= model.options.fail_after_tokens:
+        if (
+            model.options.fail_after_tokens is not None
+            and produced >= model.options.fail_after_tokens
+        ):
             raise RuntimeError(f"failing on purpose after {produced} tokens")
         if model.options.token_delay_s:
             time.sleep(model.options.token_delay_s)
@@ -198,7 +215,7 @@ def _stream_text(
         piece = word if not text else f" {word}"
         stop_at = _first_stop(text + piece, request.stop)
         if stop_at is not None:
-            tail = (text + piece)[:stop_at][len(text):]
+            tail = (text + piece)[:stop_at][len(text) :]
             if tail:
                 yield TokenEvent(text=tail)
             text += tail
@@ -208,13 +225,18 @@ def _stream_text(
         text += piece
         yield TokenEvent(text=piece)
     total = time.perf_counter() - started
-    yield ResultEvent(result=TextResult(
-        text=text,
-        finish_reason=finish,
-        usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=produced),
-        timings=Timings(total_s=total, first_output_s=first,
-                        output_tokens_per_s=produced / total if total > 0 else None),
-    ))  # fmt: skip
+    yield ResultEvent(
+        result=TextResult(
+            text=text,
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=produced),
+            timings=Timings(
+                total_s=total,
+                first_output_s=first,
+                output_tokens_per_s=produced / total if total > 0 else None,
+            ),
+        )
+    )
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
@@ -222,7 +244,9 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
-def image_events(model: TestModel, request: ImageRequest, context: Context) -> Iterator[StreamEvent]:
+def image_events(
+    model: TestModel, request: ImageRequest, context: Context
+) -> Iterator[StreamEvent]:
     """One progress event per step, then the images."""
     started = time.perf_counter()
     width = request.width or DEFAULT_IMAGE_SIDE
@@ -237,12 +261,19 @@ def image_events(model: TestModel, request: ImageRequest, context: Context) -> I
             time.sleep(model.options.step_delay_s)
         yield ProgressEvent(stage="denoise", step=step + 1, total=steps)
     images = tuple(
-        GeneratedImage(png=encode_png(width, height, seed=base_seed + i), width=width,
-                       height=height, seed=base_seed + i)
+        GeneratedImage(
+            png=encode_png(width, height, seed=base_seed + i),
+            width=width,
+            height=height,
+            seed=base_seed + i,
+        )
         for i in range(request.count)
-    )  # fmt: skip
-    yield ResultEvent(result=ImageResult(images=images, steps=steps,
-                                         timings=Timings(total_s=time.perf_counter() - started)))
+    )
+    yield ResultEvent(
+        result=ImageResult(
+            images=images, steps=steps, timings=Timings(total_s=time.perf_counter() - started)
+        )
+    )
 
 
 class TestSession:
@@ -265,10 +296,15 @@ class TestSession:
         self._colour[1] = int(self._colour[1] + control.mouse_dy) % 256
         self._colour[2] = (self._colour[2] + len(control.buttons)) % 256
         frame = encode_png(16, 16, bytes(self._colour))
-        batch = FrameBatch(frame_id=self._frame_id, frames=(frame,), media_type="image/png",
-                           width=16, height=16,
-                           generation_ms=(time.perf_counter() - started) * 1000,
-                           client_ts=control.client_ts)  # fmt: skip
+        batch = FrameBatch(
+            frame_id=self._frame_id,
+            frames=(frame,),
+            media_type="image/png",
+            width=16,
+            height=16,
+            generation_ms=(time.perf_counter() - started) * 1000,
+            client_ts=control.client_ts,
+        )
         self._frame_id += 1
         return batch
 
