@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import structlog
 
 from motorpool.types import Accelerator, Device, HardwareReport
@@ -22,6 +21,8 @@ _MIB = 1024 * 1024
 
 def hardware_report() -> HardwareReport:
     """CPU, memory and accelerators (CUDA via nvidia-smi, ROCm, Apple Metal)."""
+    import psutil  # noqa: PLC0415 - 30 ms of import that only this report needs
+
     memory = psutil.virtual_memory()
     devices = [*_cuda_devices(), *_rocm_devices(), *_metal_devices(memory.total)]
     return HardwareReport(
@@ -33,6 +34,15 @@ def hardware_report() -> HardwareReport:
         memory_available_bytes=memory.available,
         accelerators=tuple(devices),
     )
+
+
+def physical_memory() -> int:
+    """Bytes of RAM, cheaply (POSIX sysconf; psutil elsewhere)."""
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    import psutil  # noqa: PLC0415
+
+    return psutil.virtual_memory().total
 
 
 def _cuda_devices() -> list[Device]:

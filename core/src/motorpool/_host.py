@@ -10,15 +10,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
 
-import psutil
 import structlog
 
 from motorpool._discovery import discover, parse_allow_list
 from motorpool._events import EventBus, Listener
-from motorpool._hardware import hardware_report
+from motorpool._hardware import hardware_report, physical_memory
 from motorpool._logging import configure_logging
 from motorpool._plugin import Plugin
 from motorpool._runs import RunProgress, required_capability, run_events, run_to_result
@@ -27,7 +27,7 @@ from motorpool._settings import Settings
 from motorpool._slots import Slots
 from motorpool._sources import hub_repo_id, load_models_file, local_path, resolve
 from motorpool._states import STATUS, Failed, Loading, ModelEntry, Ready, Unloading
-from motorpool.engine import Context, LoadedModel
+from motorpool.engine import Context, LoadedModel, TinyModel
 from motorpool.errors import (
     EngineFailed,
     InvalidRequest,
@@ -98,7 +98,7 @@ class Host:
         self._budget = int(
             self.settings.memory_budget
             if self.settings.memory_budget is not None
-            else psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION
+            else physical_memory() * DEFAULT_BUDGET_FRACTION
         )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -136,6 +136,10 @@ class Host:
             else:
                 probes.append(PluginProbe(plugin=name, state=record.state, report=report))
         return probes
+
+    def tiny_model(self, plugin: str, directory: Path) -> TinyModel | None:
+        """Have a plugin build its tiny model in ``directory`` (``None`` if it cannot)."""
+        return self._plugin(plugin).tiny_model(directory)
 
     def hardware(self) -> HardwareReport:
         """CPU, memory and accelerators of this machine."""

@@ -1,0 +1,447 @@
+"""The ``motorpool`` command: plugins, probe, run, ps, check (``--json`` on each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Generator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, JsonValue
+
+    from motorpool._host import Host
+    from motorpool.types import GenerationRequest, ModelInfo, ProgressEvent
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class MotorpoolGroup(click.Group):
+    """Turns typed errors into a message and a hint on stderr, exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 - click's own signature
+        from motorpool.errors import MotorpoolError  # noqa: PLC0415 - keep --help fast
+
+        try:
+            return super().invoke(ctx)
+        except MotorpoolError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"  hint: {exc.hint}", err=True)
+            raise SystemExit(1) from exc
+
+
+@click.group(cls=MotorpoolGroup)
+@click.version_option(package_name="motorpool")
+def main() -> None:
+    """motorpool: one host for many inference engines, found as plugins."""
+
+
+@contextmanager
+def _host() -> Generator[Host]:
+    from motorpool._host import Host  # noqa: PLC0415 - keep --help fast
+    from motorpool._logging import configure_logging  # noqa: PLC0415
+    from motorpool._settings import Settings  # noqa: PLC0415
+
+    settings = Settings()
+    # The terminal is for results: only warnings and worse unless asked otherwise.
+    level = settings.log_level if "MOTORPOOL_LOG_LEVEL" in os.environ else "warning"
+    configure_logging(level, settings.log_format)
+    with Host(settings) as host:
+        yield host
+
+
+def _print_json(value: BaseModel | Sequence[BaseModel]) -> None:
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    adapter: TypeAdapter[Any] = TypeAdapter(type(value))
+    click.echo(adapter.dump_json(value, indent=2).decode())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    click.secho(
+        "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)), bold=True
+    )
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List installed plugins: state, version, hooks, and why a plugin is not loaded."""
+    with _host() as host:
+        records = host.plugins
+        if as_json:
+            _print_json(records)
+            return
+        if not records:
+            click.echo("no plugins installed (entry-point group motorpool.engines)")
+            return
+        capabilities = {
+            p.plugin: ",".join(sorted(c.value for c in p.report.capabilities))
+            for p in host.probe()
+            if p.report is not None
+        }
+        rows = [
+            [
+                r.name,
+                r.version or "-",
+                r.state.value,
+                capabilities.get(r.name, "-"),
+                f"{r.error} -> {r.hint}" if r.error else (r.hint or ""),
+            ]
+            for r in records
+        ]
+        _table(["name", "version", "state", "capabilities", "reason"], rows)
+
+
+@main.command()
+@click.option("--deep", is_flag=True, help="Let plugins import their engines for details.")
+@json_option
+def probe(deep: bool, as_json: bool) -> None:
+    """Report the hardware and whether each plugin can run here, with install commands."""
+    from motorpool.types import Frozen, HardwareReport, PluginProbe  # noqa: PLC0415
+
+    class ProbeOutput(Frozen):
+        hardware: HardwareReport
+        plugins: tuple[PluginProbe, ...]
+
+    with _host() as host:
+        output = ProbeOutput(hardware=host.hardware(), plugins=tuple(host.probe(deep=deep)))
+    if as_json:
+        _print_json(output)
+        return
+    hw = output.hardware
+    click.secho("hardware", bold=True)
+    click.echo(
+        f"  {hw.system} {hw.machine}, Python {hw.python}, {hw.cpu_count} CPUs, "
+        f"{_gib(hw.memory_total_bytes)} memory ({_gib(hw.memory_available_bytes)} free)"
+    )
+    for device in hw.accelerators:
+        memory = f", {_gib(device.memory_bytes)}" if device.memory_bytes else ""
+        click.echo(f"  {device.accelerator.value}: {device.name}{memory}")
+    if not hw.accelerators:
+        click.echo("  no GPU found (CUDA, ROCm or Metal); engines run on the CPU")
+    click.secho("plugins", bold=True)
+    for item in output.plugins:
+        if item.report is None:
+            click.echo(f"  {item.plugin}: {item.state.value}: {item.error}")
+            continue
+        report = item.report
+        status = "ready" if report.ready else "not ready"
+        caps = ", ".join(sorted(c.value for c in report.capabilities))
+        click.echo(f"  {item.plugin}: {status} ({caps})")
+        for missing in report.missing:
+            click.echo(f"    missing {missing.package}: {missing.install}")
+        for note in report.notes:
+            click.echo(f"    note: {note}")
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, JsonValue]:
+    options: dict[str, JsonValue] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+@main.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--plugin", help="Plugin to load MODEL with (default: alias, or auto-detect).")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A load option for the plugin (repeatable; values are JSON or text).",
+)
+@click.option("--system", help="System message for chat models.")
+@click.option("--raw", is_flag=True, help="Plain completion, no chat template.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0))
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (image, video).")
+@click.option("--width", type=click.IntRange(min=8))
+@click.option("--height", type=click.IntRange(min=8))
+@click.option("--frames", type=click.IntRange(min=1), help="Video frames.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write an image or video (default: ./motorpool-<time>.<ext>).",
+)
+@json_option
+def run(  # noqa: PLR0917 - click passes each option by keyword
+    model: str,
+    prompt: str,
+    plugin: str | None,
+    options: tuple[str, ...],
+    system: str | None,
+    raw: bool,
+    max_tokens: int,
+    temperature: float | None,
+    seed: int | None,
+    steps: int | None,
+    width: int | None,
+    height: int | None,
+    frames: int | None,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    """Run one generation: text streams to the terminal, an image becomes a PNG, a video an MP4."""
+    from motorpool.types import Capability, ModelSpec  # noqa: PLC0415
+
+    with _host() as host:
+        spec = host.spec(model) if plugin is None and not options else None
+        if spec is None:
+            base = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
+            spec = base.model_copy(update={"options": {**base.options, **_parse_options(options)}})
+        with _progress_bars(enabled=not as_json) as on_progress:
+            info = host.load(spec, on_progress=on_progress)
+        caps = info.capabilities
+        sampling = {"temperature": temperature, "seed": seed}
+        if Capability.CHAT in caps and not raw:
+            messages = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": prompt})
+            request = _request(
+                {
+                    "kind": "chat",
+                    "messages": messages,
+                    "max_tokens": max_tokens,
+                    "sampling": sampling,
+                }
+            )
+        elif Capability.COMPLETION in caps:
+            request = _request(
+                {
+                    "kind": "completion",
+                    "prompt": prompt,
+                    "max_tokens": max_tokens,
+                    "sampling": sampling,
+                }
+            )
+        elif Capability.IMAGE in caps:
+            request = _request(
+                {
+                    "kind": "image",
+                    "prompt": prompt,
+                    "steps": steps,
+                    "seed": seed,
+                    "width": width,
+                    "height": height,
+                }
+            )
+        elif Capability.VIDEO in caps:
+            request = _request(
+                {
+                    "kind": "video",
+                    "prompt": prompt,
+                    "steps": steps,
+                    "seed": seed,
+                    "width": width,
+                    "height": height,
+                    "frames": frames,
+                }
+            )
+        else:
+            raise click.UsageError(f"{info.id} has no capability `run` can use ({sorted(caps)})")
+        _run_request(host, info, request, output, as_json=as_json)
+
+
+def _request(fields: dict[str, Any]) -> GenerationRequest:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from motorpool.types import REQUEST_ADAPTER  # noqa: PLC0415
+
+    try:
+        return REQUEST_ADAPTER.validate_python(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.UsageError(problems) from exc
+
+
+def _run_request(
+    host: Host, info: ModelInfo, request: GenerationRequest, output: Path | None, *, as_json: bool
+) -> None:
+    from motorpool.errors import MotorpoolError  # noqa: PLC0415
+    from motorpool.types import (  # noqa: PLC0415
+        ErrorEvent,
+        ImageResult,
+        ProgressEvent,
+        ResultEvent,
+        TextResult,
+        TokenEvent,
+        VideoResult,
+    )
+
+    generation = host.stream(info.id, request)
+    result = None
+    with _progress_bars(enabled=not as_json) as on_progress:
+        try:
+            for event in generation:
+                if isinstance(event, TokenEvent) and not as_json:
+                    click.echo(event.text, nl=False)
+                    sys.stdout.flush()
+                elif isinstance(event, ProgressEvent):
+                    on_progress(event)
+                elif isinstance(event, ResultEvent):
+                    result = event.result
+                elif isinstance(event, ErrorEvent):
+                    raise MotorpoolError.from_info(event.error)
+        except KeyboardInterrupt:
+            generation.cancel()
+            generation.close()
+            click.echo("\ncancelled", err=True)
+            raise SystemExit(130) from None
+    match result:
+        case TextResult():
+            if as_json:
+                _print_json(result)
+                return
+            click.echo()
+            rate = result.timings.output_tokens_per_s
+            click.echo(
+                f"[{result.usage.completion_tokens} tokens, "
+                f"{f'{rate:.1f} tok/s, ' if rate else ''}finish: {result.finish_reason.value}]",
+                err=True,
+            )
+        case ImageResult():
+            paths = _write_outputs([i.png for i in result.images], output, ".png")
+            _report_files(paths, result.timings.total_s, as_json=as_json)
+        case VideoResult():
+            suffix = ".mp4" if result.media_type == "video/mp4" else ".bin"
+            paths = _write_outputs([result.video], output, suffix)
+            _report_files(paths, result.timings.total_s, as_json=as_json)
+        case None:
+            raise MotorpoolError("the stream ended without a result")
+
+
+def _write_outputs(blobs: Sequence[bytes], output: Path | None, suffix: str) -> list[Path]:
+    base = output or Path(f"motorpool-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
+    paths = (
+        [base]
+        if len(blobs) == 1
+        else [base.with_name(f"{base.stem}-{i}{base.suffix}") for i in range(len(blobs))]
+    )
+    for path, blob in zip(paths, blobs, strict=True):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(blob)
+        partial.replace(path)  # never leave a half-written file under the real name
+    return paths
+
+
+def _report_files(paths: list[Path], seconds: float, *, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"files": [str(p) for p in paths], "seconds": seconds}))
+        return
+    for path in paths:
+        click.echo(f"wrote {path}")
+    click.echo(f"[{seconds:.2f} s]", err=True)
+
+
+@contextmanager
+def _progress_bars(*, enabled: bool) -> Generator[Callable[[ProgressEvent], None]]:
+    """One click progress bar per stage with a known total, on stderr."""
+    bars: dict[str, Any] = {}
+
+    def on_progress(event: ProgressEvent) -> None:
+        if not enabled or event.total is None or not sys.stderr.isatty():
+            return
+        bar = bars.get(event.stage)
+        if bar is None:
+            bar = click.progressbar(length=event.total, label=event.stage, file=sys.stderr)
+            bar.__enter__()
+            bars[event.stage] = bar
+        bar.update(event.step - bar.pos)
+
+    try:
+        yield on_progress
+    finally:
+        for bar in bars.values():
+            bar.__exit__(None, None, None)
+
+
+@main.command()
+@json_option
+def ps(as_json: bool) -> None:
+    """Load the models marked ``preload`` in the models file and show every model's state."""
+    from motorpool.errors import MotorpoolError  # noqa: PLC0415
+
+    with _host() as host:
+        for alias, spec in host.aliases.items():
+            if spec.preload:
+                try:
+                    host.load(alias)
+                except MotorpoolError as exc:  # shown in the table as a failed model
+                    click.echo(f"{alias}: {exc}", err=True)
+        models = host.models()
+        if as_json:
+            _print_json(models)
+            return
+        if not models:
+            click.echo("no models loaded (mark models `preload = true` in the models file)")
+            return
+        rows = [
+            [
+                m.id,
+                m.plugin,
+                m.status.value,
+                _gib(m.memory_bytes),
+                f"{m.idle_s:.0f}s" if m.idle_s is not None else "-",
+                m.error.message if m.error else "",
+            ]
+            for m in models
+        ]
+        _table(["model", "plugin", "state", "memory", "idle", "error"], rows)
+
+
+@main.command()
+@click.argument("plugin_names", nargs=-1, metavar="[PLUGIN]...")
+@json_option
+def check(plugin_names: tuple[str, ...], as_json: bool) -> None:
+    """Smoke-run each installed plugin on a tiny model it builds itself."""
+    from motorpool._check import self_check  # noqa: PLC0415
+
+    with _host() as host:
+        results = self_check(host, plugin_names)
+    if as_json:
+        _print_json(results)
+    else:
+        rows = [
+            [
+                "skip" if r.skipped else ("pass" if r.ok else "FAIL"),
+                r.plugin,
+                r.stage,
+                " ".join(f"{k}={v:.2f}s" for k, v in r.seconds.items()),
+                r.error or "",
+            ]
+            for r in results
+        ]
+        if rows:
+            _table(["result", "plugin", "stage", "timings", "error"], rows)
+        else:
+            click.echo("no plugins to check")
+    if not all(r.ok for r in results):
+        raise SystemExit(1)
+
+
+def _gib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**30:.1f} GiB"
