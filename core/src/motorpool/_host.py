@@ -321,8 +321,9 @@ class Host:
     ) -> ModelEntry:
         """Return the model's entry once ready, loading it if needed; ``admit`` counts a user."""
         model_id = spec.name or f"{plugin.name}:{spec.source}"
-        waited = False
+        waited = False  # after a load we ran or waited for, a failure is final for this call
         while True:
+            loading: ModelEntry | None = None
             with self._lock:
                 entry = self._models.get(model_id)
                 match entry.state if entry is not None else None:
@@ -335,13 +336,15 @@ class Host:
                     case Loading(done=done) | Unloading(done=done):
                         pending = done
                     case _:
-                        entry = self._begin_load(model_id, spec, plugin, on_progress)
-                        break
-            pending.wait()
+                        loading = self._begin_load(model_id, spec, plugin, on_progress)
+            if loading is None:
+                pending.wait()
+            else:
+                self._bus.publish(HostModelEvent(model=self._info(loading)))
+                error = self._run_load(loading)
+                if error is not None:
+                    raise error
             waited = True
-        self._bus.publish(HostModelEvent(model=self._info(entry)))
-        self._run_load(entry, on_progress)
-        return self._ensure_ready(spec, plugin, on_progress, admit=admit)
 
     def _begin_load(
         self, model_id: str, spec: ModelSpec, plugin: Plugin, on_progress: ProgressCallback | None
@@ -367,9 +370,12 @@ class Host:
         self._models[model_id] = entry
         return entry
 
-    def _run_load(self, entry: ModelEntry, on_progress: ProgressCallback | None) -> None:
-        """Outside the lock: resolve, make room, load; then record Ready or Failed."""
-        del on_progress  # already bound into the context's progress sink
+    def _run_load(self, entry: ModelEntry) -> MotorpoolError | None:
+        """Outside the lock: resolve, make room, load; then record Ready or Failed.
+
+        A client error (bad source, bad options: status < 500) leaves no entry behind;
+        an engine failure stays visible as a failed model until the next attempt.
+        """
         assert isinstance(entry.state, Loading)
         loading = entry.state
         context, plugin = loading.context, entry.plugin
@@ -406,15 +412,18 @@ class Host:
             entry.state = new_state
             entry.last_used = time.monotonic()
             info = self._info(entry)
+            forget = isinstance(new_state, Failed) and new_state.error.status < 500
+            if forget and self._models.get(entry.id) is entry:
+                del self._models[entry.id]
         loading.done.set()
-        if isinstance(new_state, Ready):
-            context.log.info(
-                "model ready",
-                seconds=round(time.perf_counter() - started, 3),
-                memory=new_state.memory,
-            )
-            self._start_reaper()
         self._bus.publish(HostModelEvent(model=info))
+        if isinstance(new_state, Failed):
+            return new_state.error
+        context.log.info(
+            "model ready", seconds=round(time.perf_counter() - started, 3), memory=new_state.memory
+        )
+        self._start_reaper()
+        return None
 
     def _reserve(self, entry: ModelEntry, needed: int) -> list[ModelEntry]:
         """Hold ``needed`` bytes for a load, choosing idle models to evict (LRU) if required."""
@@ -519,7 +528,7 @@ class Host:
         on_progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """Run a request to completion, loading the model first if needed."""
-        run = self._prepare(model, request, request_id, on_progress)
+        run = self._prepare(model, request, request_id, on_progress, streaming=False)
         with run:
             return run.result()
 
@@ -535,7 +544,7 @@ class Host:
         Unknown models, unsupported requests and load failures raise here, before any
         event; failures during generation arrive as the final ``error`` event.
         """
-        return Generation(self._prepare(model, request, request_id, None))
+        return Generation(self._prepare(model, request, request_id, None, streaming=True))
 
     def cancel(self, request_id: str) -> bool:
         """Cancel a running or queued request; True when it was found."""
@@ -583,22 +592,21 @@ class Host:
         request: GenerationRequest,
         request_id: str | None,
         on_progress: ProgressCallback | None,
+        *,
+        streaming: bool,
     ) -> _Run:
         spec, plugin = self._owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, None, admit=True)
         try:
             ready = self._ready(entry, required_capability(request))
             run_id = request_id or f"req-{uuid.uuid4().hex[:12]}"
-            progress = RunProgress()
-            sink = self._progress_sink(entry.id, "generate", run_id, on_progress)
-
-            def on_run_progress(event: ProgressEvent) -> None:
-                progress.put(event)
-                sink(event)
-
+            progress = RunProgress(
+                self._progress_sink(entry.id, "generate", run_id, on_progress),
+                streaming=streaming,
+            )
             context = Context(
                 run_id,
-                on_progress=on_run_progress,
+                on_progress=progress.put,
                 log=log.bind(model=entry.id, plugin=plugin.name, request_id=run_id),
             )
             with self._lock:
@@ -742,7 +750,9 @@ class _Run:
 
     def result(self) -> GenerationResult:
         """Run to completion."""
-        result = run_to_result(self.entry.plugin, self.ready.model, self.request, self.context)
+        result = run_to_result(
+            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
+        )
         self.context.log.debug("request done", kind=result.kind)
         return result
 

@@ -71,24 +71,36 @@ class _Finished:
 
 
 class RunProgress:
-    """Where a run's progress goes: a queue the streaming side drains."""
+    """Where a run's progress goes: to ``observe`` always, and into a queue while streaming.
 
-    def __init__(self) -> None:
+    Progress arrives two ways: a plugin calls ``context.progress`` (this is its sink),
+    or a streaming plugin yields ``ProgressEvent``; both reach ``observe`` exactly once.
+    """
+
+    def __init__(self, observe: Callable[[ProgressEvent], None], *, streaming: bool) -> None:
+        self.observe = observe
+        self.streaming = streaming
         self.events: queue.SimpleQueue[ProgressEvent | _Finished] = queue.SimpleQueue()
 
     def put(self, event: ProgressEvent) -> None:
-        """Queue a progress event for the stream."""
-        self.events.put(event)
+        """The context's progress sink."""
+        self.observe(event)
+        if self.streaming:
+            self.events.put(event)
 
 
 def run_to_result(
-    plugin: Plugin, model: LoadedModel[object], request: GenerationRequest, context: Context
+    plugin: Plugin,
+    model: LoadedModel[object],
+    request: GenerationRequest,
+    context: Context,
+    progress: RunProgress,
 ) -> GenerationResult:
-    """Answer ``request`` with one result (progress goes to the context's sink)."""
+    """Answer ``request`` with one result (progress goes to ``progress.observe``)."""
     if plugin.implements("motorpool_generate"):
         result = _guard(plugin, lambda: plugin.generate(model, request, context))
         return _checked(plugin, request, result)
-    for event in run_events(plugin, model, request, context, RunProgress()):
+    for event in run_events(plugin, model, request, context, progress):
         if isinstance(event, ResultEvent):
             return event.result
     raise EngineFailed(f"plugin {plugin.name!r} ended its stream without a result")
@@ -122,6 +134,8 @@ def run_events(
             if isinstance(event, ResultEvent):
                 yield ResultEvent(result=_checked(plugin, request, event.result))
                 return
+            if isinstance(event, ProgressEvent):
+                progress.observe(event)
             yield event
     finally:
         close = getattr(events, "close", None)  # a plain iterator has no close()
@@ -150,7 +164,7 @@ def _generate_in_thread(
 
     def work() -> None:
         try:
-            result = run_to_result(plugin, model, request, context)
+            result = run_to_result(plugin, model, request, context, progress)
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, re-raised there
             progress.events.put(_Finished(None, exc))
         else:

@@ -136,14 +136,17 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[Test
     context.progress("load", 0, 1)
     if options.fail_load:
         raise RuntimeError("failing on purpose (fail_load=true)")
+    path = source.path
+    if path.is_dir():  # a hub snapshot or a folder: take the model file inside
+        path = next(iter(sorted(path.glob(f"*{SUFFIX}"))), path / f"missing{SUFFIX}")
     try:
-        document: object = json.loads(source.path.read_text(encoding="utf-8"))
+        document: object = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModel(f"{source.path} is not a test-engine model: {exc}") from exc
+        raise InvalidModel(f"{path} is not a test-engine model: {exc}") from exc
     fields = cast(dict[str, object], document) if isinstance(document, dict) else {}
     vocab = fields.get("vocab")
     if fields.get("format") != FORMAT or not isinstance(vocab, list) or not vocab:
-        raise InvalidModel(f"{source.path} is not a test-engine model (format != {FORMAT!r})")
+        raise InvalidModel(f"{path} is not a test-engine model (format != {FORMAT!r})")
     words = tuple(str(word) for word in cast(list[object], vocab))
     model = TestModel(words, str(fields.get("chat_template", "")), options)
     context.progress("load", 1, 1)

@@ -1,0 +1,5 @@
+"""``python -m motorpool``: the CLI."""
+
+from motorpool.cli import main
+
+main()
