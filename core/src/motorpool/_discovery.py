@@ -10,10 +10,9 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import pluggy
 import structlog
@@ -21,7 +20,7 @@ from stevedore import ExtensionManager, NamedExtensionManager
 
 from motorpool import hookspecs
 from motorpool._markers import PROJECT_NAME
-from motorpool._plugin import REQUIRED_HOOKS, RUN_HOOKS, Plugin
+from motorpool._plugin import REQUIRED_HOOKS, RUN_HOOKS, HookFunction, Plugin
 from motorpool.errors import PluginDiscoveryError
 from motorpool.types import PluginInfo, PluginState
 
@@ -96,7 +95,7 @@ def discover(
     ]
     candidates += [(name, f"<registered {name}>", obj) for name, obj in (extra or {}).items()]
     for name, target, obj in candidates:
-        if allow is not None and name not in allow:
+        if allow is not None and name not in allow and name not in (extra or {}):
             continue
         record, plugin = _register(manager, name, target, obj)
         records[name] = record
@@ -132,8 +131,7 @@ def _register(
         log.warning("plugin rejected", plugin=name, error=_describe(exc))
         return _failed_record(name, target, exc, _contract_hint(target)), None
 
-    dist, version = _distribution_of(target)
-    hooks: dict[str, Callable[..., Any]] = {}
+    hooks: dict[str, HookFunction] = {}
     problems: list[str] = []
     for caller in manager.get_hookcallers(obj) or []:
         if caller.spec is None:
@@ -143,7 +141,7 @@ def _register(
             continue
         for impl in caller.get_hookimpls():
             if impl.plugin is obj:
-                hooks[caller.name] = impl.function
+                hooks[caller.name] = HookFunction(impl.function, tuple(impl.argnames))
     missing = [hook for hook in REQUIRED_HOOKS if hook not in hooks]
     if missing:
         problems.append("missing required hook(s) " + ", ".join(missing))
@@ -151,6 +149,7 @@ def _register(
         problems.append("implements none of " + ", ".join(RUN_HOOKS))
     if problems:
         manager.unregister(obj)
+        dist, version = _distribution_of(target)
         error = "; ".join(problems)
         log.warning("plugin rejected", plugin=name, error=error)
         record = PluginInfo(
@@ -164,15 +163,27 @@ def _register(
         )
         return record, None
 
+    # Distribution and version are filled in on demand (with_distributions): finding
+    # them scans every installed package, which a warm start-up should not pay for.
     record = PluginInfo(
-        name=name,
-        state=PluginState.LOADED,
-        entry_point=target,
-        hooks=tuple(sorted(hooks)),
-        distribution=dist,
-        version=version,
+        name=name, state=PluginState.LOADED, entry_point=target, hooks=tuple(sorted(hooks))
     )
     return record, Plugin(name, obj, hooks)
+
+
+def with_distributions(records: Mapping[str, PluginInfo]) -> dict[str, PluginInfo]:
+    """The records with the distribution and version of each installed entry point."""
+    filled: dict[str, PluginInfo] = {}
+    for name, record in records.items():
+        dist, version = (
+            (None, None) if record.distribution else _distribution_of(record.entry_point)
+        )
+        filled[name] = (
+            record
+            if dist is None
+            else record.model_copy(update={"distribution": dist, "version": version})
+        )
+    return filled
 
 
 @cache
@@ -194,7 +205,8 @@ def _failed_record(name: str, target: str, exc: BaseException, hint: str) -> Plu
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    # One line: pluggy's validation messages span several, which breaks tables and logs.
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _distribution_of(target: str) -> tuple[str | None, str | None]:
@@ -205,8 +217,8 @@ def _distribution_of(target: str) -> tuple[str | None, str | None]:
 
 @cache
 def _distributions_by_target() -> Mapping[str, importlib.metadata.Distribution]:
-    # Read once per process, and only when a record needs it: this scans every
-    # installed distribution, which stevedore's cache spares the plain start-up path.
+    # Read once per process, only for failed plugins or a listing of versions: this
+    # scans every installed distribution, which stevedore's cache spares start-up.
     return {
         ep.value: ep.dist
         for ep in importlib.metadata.entry_points(group=ENGINES_GROUP)

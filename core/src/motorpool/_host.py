@@ -16,7 +16,7 @@ from typing import Literal, cast
 
 import structlog
 
-from motorpool._discovery import discover, parse_allow_list
+from motorpool._discovery import discover, parse_allow_list, with_distributions
 from motorpool._events import EventBus, Listener
 from motorpool._hardware import hardware_report, physical_memory
 from motorpool._logging import configure_logging
@@ -94,6 +94,7 @@ class Host:
         )
         self._plugins: Mapping[str, Plugin] = found.plugins
         self._records: Mapping[str, PluginInfo] = found.records
+        self._versions_known = False
         self._aliases = load_models_file(self.settings.models_path)
         self._budget = int(
             self.settings.memory_budget
@@ -114,6 +115,9 @@ class Host:
     @property
     def plugins(self) -> list[PluginInfo]:
         """Every entry point found, with its state (loaded / disabled / failed) and reason."""
+        if not self._versions_known:
+            self._records = with_distributions(self._records)
+            self._versions_known = True
         return list(self._records.values())
 
     def probe(self, *, deep: bool = False) -> list[PluginProbe]:
@@ -324,6 +328,7 @@ class Host:
         waited = False  # after a load we ran or waited for, a failure is final for this call
         while True:
             loading: ModelEntry | None = None
+            pending: threading.Event | None = None
             with self._lock:
                 entry = self._models.get(model_id)
                 match entry.state if entry is not None else None:
@@ -337,9 +342,9 @@ class Host:
                         pending = done
                     case _:
                         loading = self._begin_load(model_id, spec, plugin, on_progress)
-            if loading is None:
+            if pending is not None:
                 pending.wait()
-            else:
+            elif loading is not None:
                 self._bus.publish(HostModelEvent(model=self._info(loading)))
                 error = self._run_load(loading)
                 if error is not None:
@@ -412,7 +417,7 @@ class Host:
             entry.state = new_state
             entry.last_used = time.monotonic()
             info = self._info(entry)
-            forget = isinstance(new_state, Failed) and new_state.error.status < 500
+            forget = isinstance(new_state, Failed) and new_state.error.is_client_error
             if forget and self._models.get(entry.id) is entry:
                 del self._models[entry.id]
         loading.done.set()

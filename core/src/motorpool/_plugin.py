@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 
@@ -32,6 +32,17 @@ REQUIRED_HOOKS = ("motorpool_probe", "motorpool_load")
 RUN_HOOKS = ("motorpool_generate", "motorpool_stream", "motorpool_open_session")
 
 
+class HookFunction(NamedTuple):
+    """A plugin's implementation of one hook and the parameters it accepts.
+
+    pluggy lets an implementation take a subset of the spec's parameters (a plugin
+    written for an older contract still works); the call passes only those.
+    """
+
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+
+
 class Plugin:
     """One loaded plugin: its name, its object, and its hook functions by hook name.
 
@@ -39,7 +50,7 @@ class Plugin:
     the host always knows which plugin owns a model.
     """
 
-    def __init__(self, name: str, obj: object, hooks: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, name: str, obj: object, hooks: dict[str, HookFunction]) -> None:
         self.name = name
         self.obj = obj
         self._hooks = hooks
@@ -56,7 +67,8 @@ class Plugin:
     def _call(self, hook: str, **kwargs: object) -> Any:  # noqa: ANN401 - typed by each caller
         started = time.perf_counter()
         try:
-            return self._hooks[hook](**kwargs)
+            function, argnames = self._hooks[hook]
+            return function(**{name: kwargs[name] for name in argnames})
         finally:
             log.debug(
                 "hook called",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -40,8 +41,8 @@ class Settings(BaseSettings):
     """Fail start-up when any plugin fails to import or validate."""
     models_file: Path | None = None
     """TOML file of model aliases; default ``<home>/models.toml``."""
-    model_dirs: tuple[Path, ...] = ()
-    """When set, local model paths must lie inside one of these folders."""
+    model_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
+    """When set, local model paths must lie inside one of these folders (joined by ``:``)."""
     memory_budget: ByteSize | None = None
     """Bytes of models kept loaded at once (``16GB``); default 80% of physical memory."""
     max_loaded_models: int | None = Field(default=None, ge=1)
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     """Requests that may wait per model before new ones get ``queue_full``."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split_model_dirs(cls, value: object) -> object:
+        if isinstance(value, str):  # the environment gives one string: a:b (a;b on Windows)
+            return tuple(Path(part) for part in value.split(os.pathsep) if part)
+        return value
 
     @property
     def models_path(self) -> Path:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, JsonValue
 
     from motorpool._host import Host
+    from motorpool._settings import Settings
     from motorpool.types import GenerationRequest, ModelInfo, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,12 +52,28 @@ def _host() -> Generator[Host]:
     from motorpool._logging import configure_logging  # noqa: PLC0415
     from motorpool._settings import Settings  # noqa: PLC0415
 
-    settings = Settings()
+    settings = _settings(Settings)
     # The terminal is for results: only warnings and worse unless asked otherwise.
     level = settings.log_level if "MOTORPOOL_LOG_LEVEL" in os.environ else "warning"
     configure_logging(level, settings.log_format)
     with Host(settings) as host:
         yield host
+
+
+def _settings(settings_class: type[Settings]) -> Settings:
+    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic_settings import SettingsError  # noqa: PLC0415
+
+    from motorpool._settings import config_file_path  # noqa: PLC0415
+    from motorpool.errors import InvalidRequest  # noqa: PLC0415
+
+    try:
+        return settings_class()
+    except (ValidationError, SettingsError) as exc:
+        raise InvalidRequest(
+            f"invalid settings: {' '.join(str(exc).split())}",
+            hint=f"check the MOTORPOOL_* environment variables and {config_file_path()}",
+        ) from exc
 
 
 def _print_json(value: BaseModel | Sequence[BaseModel]) -> None:
@@ -79,6 +96,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """List installed plugins: state, version, hooks, and why a plugin is not loaded."""
+    from motorpool.types import PluginState  # noqa: PLC0415
+
     with _host() as host:
         records = host.plugins
         if as_json:
@@ -89,8 +108,10 @@ def plugins(as_json: bool) -> None:
             return
         capabilities = {
             p.plugin: ",".join(sorted(c.value for c in p.report.capabilities))
-            for p in host.probe()
             if p.report is not None
+            else f"probe failed: {p.error}"
+            for p in host.probe()
+            if p.report is not None or p.state is PluginState.LOADED
         }
         rows = [
             [
@@ -382,7 +403,7 @@ def _progress_bars(*, enabled: bool) -> Generator[Callable[[ProgressEvent], None
 @main.command()
 @json_option
 def ps(as_json: bool) -> None:
-    """Load the models marked ``preload`` in the models file and show every model's state."""
+    """Load the models marked preload in the models file and show every model's state."""
     from motorpool.errors import MotorpoolError  # noqa: PLC0415
 
     with _host() as host:

@@ -49,6 +49,11 @@ class MotorpoolError(Exception):
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message} ({self.hint})"
 
+    @property
+    def is_client_error(self) -> bool:
+        """True for errors in the request (4xx), false for failures of the host or engine."""
+        return self.status < 500  # noqa: PLR2004 - the HTTP boundary between the two
+
     def info(self) -> ErrorInfo:
         """The wire form of this error."""
         return ErrorInfo(code=self.code, message=self.message, hint=self.hint)
