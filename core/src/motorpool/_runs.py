@@ -175,6 +175,8 @@ def _generate_in_thread(
     try:
         while True:
             item = progress.events.get()
+            if context.cancelled:  # as in the stream path: stop at the next event, not the end
+                raise Cancelled(f"request {context.id} was cancelled")
             if isinstance(item, ProgressEvent):
                 yield item
                 continue

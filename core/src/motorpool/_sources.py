@@ -112,7 +112,8 @@ def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
     """A tqdm class that reports to ``context`` and stops the download when cancelled."""
     from tqdm.asyncio import tqdm_asyncio  # noqa: PLC0415 - only for downloads
 
-    class ContextProgress(tqdm_asyncio[Any]):
+    # The stubs make tqdm generic; the runtime class cannot be subscripted.
+    class ContextProgress(tqdm_asyncio):  # pyright: ignore[reportMissingTypeArgument]
         def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - tqdm's own signature
             kwargs["disable"] = True  # the host reports progress as events, not a terminal bar
             super().__init__(*args, **kwargs)  # pyright: ignore[reportUnknownMemberType]  # tqdm's stubs leave **kwargs untyped
