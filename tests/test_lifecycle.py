@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from motorpool import Host, Settings
 from motorpool.errors import (
     Cancelled,
@@ -46,6 +44,7 @@ from motorpool.types import (
 )
 from motorpool_testengine._png import encode_png, png_size
 from motorpool_testengine.plugin import write_model
+from pydantic import ValidationError
 
 PLUGINS = "testengine,testengine-generate-only"
 

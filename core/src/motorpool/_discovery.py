@@ -10,13 +10,16 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
+from typing import Any
 
 import pluggy
 import structlog
 from stevedore import ExtensionManager, NamedExtensionManager
+from stevedore.extension import Extension
 
 from motorpool import hookspecs
 from motorpool._markers import PROJECT_NAME
@@ -63,6 +66,7 @@ def discover(
     plugins: dict[str, Plugin] = {}
 
     def on_failure(_manager: object, ep: importlib.metadata.EntryPoint, exc: BaseException) -> None:
+        exc = exc.__cause__ if isinstance(exc, _ImportAborted) and exc.__cause__ else exc
         records[ep.name] = _failed_record(ep.name, ep.value, exc, _import_hint(ep, exc))
         log.warning("plugin failed to import", plugin=ep.name, error=_describe(exc))
 
@@ -71,9 +75,9 @@ def discover(
     ExtensionManager.ENTRY_POINT_CACHE.pop(ENGINES_GROUP, None)
     # A named manager checks each name before importing: disallowed code never runs.
     loaded: ExtensionManager[object] = (
-        ExtensionManager(ENGINES_GROUP, on_load_failure_callback=on_failure)
+        _ContainedManager(ENGINES_GROUP, on_load_failure_callback=on_failure)
         if allow is None
-        else NamedExtensionManager(
+        else _ContainedNamedManager(
             ENGINES_GROUP,
             names=sorted(allow),
             on_load_failure_callback=on_failure,
@@ -95,8 +99,6 @@ def discover(
     ]
     candidates += [(name, f"<registered {name}>", obj) for name, obj in (extra or {}).items()]
     for name, target, obj in candidates:
-        if allow is not None and name not in allow and name not in (extra or {}):
-            continue
         record, plugin = _register(manager, name, target, obj)
         records[name] = record
         if plugin is not None:
@@ -119,6 +121,51 @@ def discover(
             hint="fix or uninstall them, or unset MOTORPOOL_STRICT_PLUGINS",
         )
     return Discovered(plugins=plugins, records=dict(sorted(records.items())))
+
+
+class _ImportAborted(Exception):
+    """A plugin import that raised ``AssertionError`` or ``SystemExit``.
+
+    stevedore lets those escape its per-plugin guard; wrapped, they reach the failure
+    callback like any other import error and the remaining plugins still load.
+    """
+
+
+def _load_contained(load: Callable[[], Extension[object] | None]) -> Extension[object] | None:
+    try:
+        return load()
+    except (AssertionError, SystemExit) as exc:
+        raise _ImportAborted(str(exc)) from exc
+
+
+class _ContainedManager(ExtensionManager[object]):
+    def _load_one_plugin(
+        self,
+        ep: importlib.metadata.EntryPoint,
+        invoke_on_load: bool,
+        invoke_args: tuple[Any, ...],
+        invoke_kwds: dict[str, Any],
+    ) -> Extension[object] | None:
+        return _load_contained(
+            lambda: super(_ContainedManager, self)._load_one_plugin(
+                ep, invoke_on_load, invoke_args, invoke_kwds
+            )
+        )
+
+
+class _ContainedNamedManager(NamedExtensionManager[object]):
+    def _load_one_plugin(
+        self,
+        ep: importlib.metadata.EntryPoint,
+        invoke_on_load: bool,
+        invoke_args: tuple[Any, ...],
+        invoke_kwds: dict[str, Any],
+    ) -> Extension[object] | None:
+        return _load_contained(
+            lambda: super(_ContainedNamedManager, self)._load_one_plugin(
+                ep, invoke_on_load, invoke_args, invoke_kwds
+            )
+        )
 
 
 def _register(
@@ -211,12 +258,15 @@ def _describe(exc: BaseException) -> str:
 
 def _distribution_of(target: str) -> tuple[str | None, str | None]:
     """The distribution and version that ship an entry point, if installed."""
-    dist = _distributions_by_target().get(target)
+    dist = _distributions_by_target(tuple(sys.path)).get(target)
     return (None, None) if dist is None else (dist.name, dist.version)
 
 
-@cache
-def _distributions_by_target() -> Mapping[str, importlib.metadata.Distribution]:
+@lru_cache(maxsize=4)
+def _distributions_by_target(
+    path: tuple[str, ...],
+) -> Mapping[str, importlib.metadata.Distribution]:
+    del path  # the cache key: a changed sys.path makes other distributions visible
     # Read once per process, only for failed plugins or a listing of versions: this
     # scans every installed distribution, which stevedore's cache spares start-up.
     return {

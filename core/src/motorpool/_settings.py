@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -22,10 +23,12 @@ def _home() -> Path:
     return Path(os.environ.get("MOTORPOOL_HOME", DEFAULT_HOME)).expanduser()
 
 
-def config_file_path() -> Path:
-    """``MOTORPOOL_CONFIG``, or ``config.toml`` in ``MOTORPOOL_HOME`` (``~/.motorpool``)."""
+def config_file_path(home: Path | None = None) -> Path:
+    """``MOTORPOOL_CONFIG``, or ``config.toml`` in the home (``MOTORPOOL_HOME`` by default)."""
     explicit = os.environ.get("MOTORPOOL_CONFIG")
-    return Path(explicit).expanduser() if explicit else _home() / "config.toml"
+    if explicit:
+        return Path(explicit).expanduser()
+    return (home or _home()).expanduser() / "config.toml"
 
 
 class Settings(BaseSettings):
@@ -76,5 +79,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Arguments, then the environment, then the config file."""
         del dotenv_settings, file_secret_settings
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        given: dict[str, object] = (
+            init_settings.init_kwargs  # pyright: ignore[reportUnknownMemberType]  # untyped dict in pydantic-settings
+            if isinstance(init_settings, InitSettingsSource)
+            else {}
+        )
+        home = given.get("home")
+        toml_file = config_file_path(Path(str(home)) if home is not None else None)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
         return (init_settings, env_settings, toml)
