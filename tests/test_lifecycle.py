@@ -12,6 +12,7 @@ from motorpool.errors import (
     Cancelled,
     EngineFailed,
     InvalidOptions,
+    InvalidRequest,
     LoadFailed,
     MemoryBudgetExceeded,
     ModelBusy,
@@ -428,4 +429,23 @@ def test_close_cancels_running_work_and_unloads(tmp_path: Path, model_file: Path
     closer.join(5)
     assert not closer.is_alive()
     assert isinstance(rest[-1], ErrorEvent)
+    assert host.models() == []
+
+
+def test_a_name_loaded_with_other_settings_is_a_conflict(host: Host, model_file: Path) -> None:
+    host.load(spec(model_file, "m", max_concurrency=2))
+    assert host.load(spec(model_file, "m", max_concurrency=2)).id == "m"  # the same: fine
+    with pytest.raises(InvalidRequest, match="already loaded") as info:
+        host.load(spec(model_file, "m", max_concurrency=3))
+    assert "unload m first" in (info.value.hint or "")
+
+
+def test_dropped_streams_and_sessions_release_their_model(host: Host, model_file: Path) -> None:
+    host.load(spec(model_file, "x", exclusive=True))
+    generation = host.stream("x", chat())
+    next(generation)
+    del generation  # neither exhausted nor closed
+    session = host.session("x", seed=SeedFrame(image=encode_png(8, 8)))
+    del session
+    host.unload("x")  # would wait forever on a leaked user
     assert host.models() == []

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from motorpool._markers import hookimpl
 
 if TYPE_CHECKING:
-    from motorpool._host import Generation, Host
+    from motorpool._generation import Generation
+    from motorpool._host import Host
     from motorpool._session import Session
     from motorpool._settings import Settings
     from motorpool.engine import (
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Generation": "motorpool._host",
+    "Generation": "motorpool._generation",
     "Host": "motorpool._host",
     "Session": "motorpool._session",
     "Settings": "motorpool._settings",

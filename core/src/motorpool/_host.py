@@ -9,41 +9,38 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
 
 import structlog
 
-from motorpool._discovery import discover, parse_allow_list, with_distributions
+from motorpool._catalog import Catalog
+from motorpool._discovery import discover, parse_allow_list
 from motorpool._events import EventBus, Listener
+from motorpool._generation import Generation, Run
 from motorpool._hardware import hardware_report, physical_memory
 from motorpool._logging import configure_logging
+from motorpool._memory import plan_room
 from motorpool._plugin import Plugin
-from motorpool._runs import RunProgress, required_capability, run_events, run_to_result
+from motorpool._runs import RunProgress, required_capability
 from motorpool._session import Session
 from motorpool._settings import Settings
 from motorpool._slots import Slots
-from motorpool._sources import hub_repo_id, load_models_file, local_path, resolve
+from motorpool._sources import resolve
 from motorpool._states import STATUS, Failed, Loading, ModelEntry, Ready, Unloading
 from motorpool.engine import Context, LoadedModel, TinyModel
 from motorpool.errors import (
-    EngineFailed,
     InvalidRequest,
     LoadFailed,
-    MemoryBudgetExceeded,
     ModelNotReady,
     MotorpoolError,
-    NoMatchingPlugin,
-    PluginUnavailable,
     UnknownModel,
-    UnknownPlugin,
     UnsupportedCapability,
 )
 from motorpool.types import (
     Capability,
-    ErrorEvent,
     GenerationRequest,
     GenerationResult,
     HardwareReport,
@@ -57,7 +54,6 @@ from motorpool.types import (
     ProgressEvent,
     SeedFrame,
     SessionConfig,
-    StreamEvent,
 )
 
 log = structlog.get_logger(__name__)
@@ -92,10 +88,7 @@ class Host:
             strict=self.settings.strict_plugins,
             extra=plugins,
         )
-        self._plugins: Mapping[str, Plugin] = found.plugins
-        self._records: Mapping[str, PluginInfo] = found.records
-        self._versions_known = False
-        self._aliases = load_models_file(self.settings.models_path)
+        self._catalog = Catalog(found, self.settings.models_path)
         self._budget = int(
             self.settings.memory_budget
             if self.settings.memory_budget is not None
@@ -108,42 +101,22 @@ class Host:
         self._bus = EventBus()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        log.debug("host ready", plugins=sorted(self._plugins), budget=self._budget)
+        log.debug("host ready", plugins=self._catalog.loaded_names, budget=self._budget)
 
-    # -- plugins ---------------------------------------------------------------------------
+    # -- plugins and specs ---------------------------------------------------------------
 
     @property
     def plugins(self) -> list[PluginInfo]:
         """Every entry point found, with its state (loaded / disabled / failed) and reason."""
-        if not self._versions_known:
-            self._records = with_distributions(self._records)
-            self._versions_known = True
-        return list(self._records.values())
+        return self._catalog.records()
 
     def probe(self, *, deep: bool = False) -> list[PluginProbe]:
         """Ask every loaded plugin what it can do here; a failing probe is reported, not raised."""
-        probes: list[PluginProbe] = []
-        for name, record in self._records.items():
-            plugin = self._plugins.get(name)
-            if plugin is None:
-                probes.append(PluginProbe(plugin=name, state=record.state, error=record.error))
-                continue
-            try:
-                report = plugin.probe(deep=deep)
-            except Exception as exc:
-                log.exception("probe failed", plugin=name)
-                probes.append(
-                    PluginProbe(
-                        plugin=name, state=record.state, error=f"{type(exc).__name__}: {exc}"
-                    )
-                )
-            else:
-                probes.append(PluginProbe(plugin=name, state=record.state, report=report))
-        return probes
+        return self._catalog.probe(deep=deep)
 
     def tiny_model(self, plugin: str, directory: Path) -> TinyModel | None:
         """Have a plugin build its tiny model in ``directory`` (``None`` if it cannot)."""
-        return self._plugin(plugin).tiny_model(directory)
+        return self._catalog.plugin(plugin).tiny_model(directory)
 
     def hardware(self) -> HardwareReport:
         """CPU, memory and accelerators of this machine."""
@@ -154,30 +127,10 @@ class Host:
         """Bytes of models the host keeps loaded at once."""
         return self._budget
 
-    def _plugin(self, name: str) -> Plugin:
-        plugin = self._plugins.get(name)
-        if plugin is not None:
-            return plugin
-        record = self._records.get(name)
-        if record is None:
-            raise UnknownPlugin(
-                f"no plugin named {name!r} is installed",
-                hint="installed: "
-                + (", ".join(self._records) or "none")
-                + "; `motorpool plugins` lists them",
-            )
-        raise PluginUnavailable(
-            f"plugin {name!r} is {record.state.value}"
-            + (f": {record.error}" if record.error else ""),
-            hint=record.hint,
-        )
-
-    # -- model specs ---------------------------------------------------------------------
-
     @property
     def aliases(self) -> Mapping[str, ModelSpec]:
         """Models named in the models file."""
-        return self._aliases
+        return self._catalog.aliases
 
     def spec(self, model: str | ModelSpec) -> ModelSpec:
         """The spec a name stands for: a loaded model, an alias, ``plugin:source`` or a source."""
@@ -187,42 +140,7 @@ class Host:
             entry = self._models.get(model)
             if entry is not None:
                 return entry.spec
-        if model in self._aliases:
-            return self._aliases[model]
-        plugin, sep, source = model.partition(":")
-        if sep and plugin in self._records and source:
-            return ModelSpec(plugin=plugin, source=source)
-        if local_path(model) is not None or hub_repo_id(model) is not None:
-            return ModelSpec(source=model)
-        raise UnknownModel(
-            f"unknown model {model!r}",
-            hint="use an alias from "
-            f"{self.settings.models_path} ({', '.join(self._aliases) or 'none defined'}), "
-            "a path, a Hugging Face repo id, or plugin:source",
-        )
-
-    def _owner(self, spec: ModelSpec) -> tuple[ModelSpec, Plugin]:
-        """The plugin that loads ``spec``: the one it names, or the most confident match."""
-        if spec.plugin is not None:
-            return spec, self._plugin(spec.plugin)
-        path = local_path(spec.source)
-        scores: list[tuple[int, str]] = []
-        for name, plugin in self._plugins.items():
-            try:
-                score = plugin.match(spec, path)
-            except Exception:
-                log.exception("match failed", plugin=name)
-                continue
-            if score:
-                scores.append((score, name))
-        if not scores:
-            raise NoMatchingPlugin(
-                f"no installed plugin recognises {spec.source!r}",
-                hint="name the plugin (plugin:source) or install one that loads this format; "
-                "`motorpool probe` lists what each plugin loads",
-            )
-        best = max(scores)[1]
-        return spec.model_copy(update={"plugin": best}), self._plugins[best]
+        return self._catalog.spec(model)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,7 +148,7 @@ class Host:
         self, model: str | ModelSpec, *, on_progress: ProgressCallback | None = None
     ) -> ModelInfo:
         """Load a model (or return it if loaded); blocks until ready. Raises on failure."""
-        spec, plugin = self._owner(self.spec(model))
+        spec, plugin = self._catalog.owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, on_progress, admit=False)
         return self._info(entry)
 
@@ -333,6 +251,7 @@ class Host:
                 entry = self._models.get(model_id)
                 match entry.state if entry is not None else None:
                     case Ready() if entry is not None:
+                        _check_same_model(entry, spec)
                         entry.users += admit
                         entry.last_used = time.monotonic()
                         return entry
@@ -431,35 +350,12 @@ class Host:
         return None
 
     def _reserve(self, entry: ModelEntry, needed: int) -> list[ModelEntry]:
-        """Hold ``needed`` bytes for a load, choosing idle models to evict (LRU) if required."""
+        """Hold ``needed`` bytes for a load, marking idle models to evict (LRU) if required."""
         with self._lock:
-            if needed > self._budget:
-                raise MemoryBudgetExceeded(
-                    f"{entry.id} needs about {_gib(needed)}, more than the whole budget "
-                    f"of {_gib(self._budget)}",
-                    hint="raise MOTORPOOL_MEMORY_BUDGET or choose a smaller model or quantisation",
-                )
             others = [e for e in self._models.values() if e is not entry]
-            used = sum(e.memory for e in others)
-            count = sum(isinstance(e.state, Loading | Ready) for e in others)
-            limit = self.settings.max_loaded_models
-            victims: list[ModelEntry] = []
-            for candidate in sorted(
-                (e for e in others if e.evictable()), key=lambda e: e.last_used
-            ):
-                if used + needed <= self._budget and (limit is None or count < limit):
-                    break
-                victims.append(candidate)
-                used -= candidate.memory
-                count -= 1
-            if used + needed > self._budget or (limit is not None and count >= limit):
-                held = [e.id for e in others if isinstance(e.state, Ready | Loading)]
-                raise MemoryBudgetExceeded(
-                    f"{entry.id} needs about {_gib(needed)}; {_gib(used)} of {_gib(self._budget)} "
-                    f"is held by models that are pinned, busy or loading ({', '.join(held)})",
-                    hint="unload or unpin a model, wait for requests to finish, "
-                    "or raise MOTORPOOL_MEMORY_BUDGET / MOTORPOOL_MAX_LOADED_MODELS",
-                )
+            victims = plan_room(
+                entry.id, others, needed, self._budget, self.settings.max_loaded_models
+            )
             for victim in victims:
                 assert isinstance(victim.state, Ready)
                 log.info("evicting model", model=victim.id, for_model=entry.id)
@@ -564,7 +460,7 @@ class Host:
         self, model: str | ModelSpec, *, seed: SeedFrame, config: SessionConfig | None = None
     ) -> Session:
         """Open an interactive session on a world model (use it as a context manager)."""
-        spec, plugin = self._owner(self.spec(model))
+        spec, plugin = self._catalog.owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, None, admit=True)
         session_id = f"session-{uuid.uuid4().hex[:12]}"
         context = Context(
@@ -599,8 +495,8 @@ class Host:
         on_progress: ProgressCallback | None,
         *,
         streaming: bool,
-    ) -> _Run:
-        spec, plugin = self._owner(self.spec(model))
+    ) -> Run:
+        spec, plugin = self._catalog.owner(self.spec(model))
         entry = self._ensure_ready(spec, plugin, None, admit=True)
         try:
             ready = self._ready(entry, required_capability(request))
@@ -621,7 +517,7 @@ class Host:
         except BaseException:
             self._release(entry)
             raise
-        return _Run(
+        return Run(
             on_end=lambda: self._release(entry, run_id),
             entry=entry,
             ready=ready,
@@ -712,109 +608,11 @@ class Host:
         self.close()
 
 
-class _Run:
-    """One admitted request: owns its slot, its context and its user count on the model."""
-
-    def __init__(
-        self,
-        *,
-        on_end: Callable[[], None],
-        entry: ModelEntry,
-        ready: Ready,
-        request: GenerationRequest,
-        context: Context,
-        progress: RunProgress,
-    ) -> None:
-        self._on_end = on_end
-        self.entry, self.ready = entry, ready
-        self.request, self.context, self.progress = request, context, progress
-        self._holding_slot = False
-        self._ended = False
-
-    def __enter__(self) -> _Run:
-        try:
-            self.ready.slots.acquire(self.entry.id, self.context.cancel_event)
-            self._holding_slot = True
-            self.context.raise_if_cancelled()
-        except BaseException:
-            self.end()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.end()
-
-    def end(self) -> None:
-        """Give back the slot and the model (once)."""
-        if self._ended:
-            return
-        self._ended = True
-        if self._holding_slot:
-            self.ready.slots.release()
-        self._on_end()
-
-    def result(self) -> GenerationResult:
-        """Run to completion."""
-        result = run_to_result(
-            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
+def _check_same_model(entry: ModelEntry, spec: ModelSpec) -> None:
+    """A name already loaded from another source or with other options is a conflict."""
+    fields = {"plugin", "source", "revision", "files", "options"}
+    if entry.spec.model_dump(include=fields) != spec.model_dump(include=fields):
+        raise InvalidRequest(
+            f"{entry.id} is already loaded from {entry.spec.source} with other settings",
+            hint=f"unload {entry.id} first, or give this model another name",
         )
-        self.context.log.debug("request done", kind=result.kind)
-        return result
-
-    def events(self) -> Iterator[StreamEvent]:
-        """Events ending in ``result``; raises typed errors."""
-        return run_events(
-            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
-        )
-
-
-class Generation:
-    """A streaming request: iterate it for events; ``cancel()`` from any thread.
-
-    The iteration never raises for engine failures: it ends with an ``error`` event.
-    """
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-        self.id = run.context.id
-        self._events = self._guarded()
-
-    def __iter__(self) -> Iterator[StreamEvent]:
-        return self
-
-    def __next__(self) -> StreamEvent:
-        return next(self._events)
-
-    def __enter__(self) -> Generation:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def cancel(self) -> None:
-        """Stop the request; the stream ends with a ``cancelled`` error event."""
-        self._run.context.cancel()
-
-    def close(self) -> None:
-        """Stop iterating early and release the model (cancels the request)."""
-        self._run.context.cancel()
-        self._events.close()
-        self._run.end()
-
-    def __del__(self) -> None:
-        # A stream dropped without being exhausted or closed must not hold its model.
-        self._run.end()
-
-    def _guarded(self) -> Generator[StreamEvent]:
-        try:
-            with self._run:
-                yield from self._run.events()
-        except MotorpoolError as exc:
-            yield ErrorEvent(error=exc.info())
-        except Exception as exc:
-            log.exception("stream failed", request_id=self.id)
-            yield ErrorEvent(error=EngineFailed(f"{type(exc).__name__}: {exc}").info())
-
-
-def _gib(size: int) -> str:
-    return f"{size / 2**30:.2f} GiB"

@@ -39,6 +39,10 @@ class Session:
         self._prompt: str | None = None
         self._closed = False
 
+    def __del__(self) -> None:
+        # A session dropped without close() must not keep its exclusive model.
+        self.close()
+
     def __enter__(self) -> Session:
         return self
 

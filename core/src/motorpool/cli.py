@@ -229,10 +229,9 @@ def run(  # noqa: PLR0917 - click passes each option by keyword
     from motorpool.types import Capability, ModelSpec  # noqa: PLC0415
 
     with _host() as host:
-        spec = host.spec(model) if plugin is None and not options else None
-        if spec is None:
-            base = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
-            spec = base.model_copy(update={"options": {**base.options, **_parse_options(options)}})
+        spec = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
+        if options:
+            spec = spec.model_copy(update={"options": {**spec.options, **_parse_options(options)}})
         with _progress_bars(enabled=not as_json) as on_progress:
             info = host.load(spec, on_progress=on_progress)
         caps = info.capabilities

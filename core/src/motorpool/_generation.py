@@ -1,0 +1,125 @@
+"""A request admitted on a model (``Run``) and its streaming face (``Generation``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+
+import structlog
+
+from motorpool._runs import RunProgress, run_events, run_to_result
+from motorpool._states import ModelEntry, Ready
+from motorpool.engine import Context
+from motorpool.errors import EngineFailed, MotorpoolError
+from motorpool.types import ErrorEvent, GenerationRequest, GenerationResult, StreamEvent
+
+log = structlog.get_logger(__name__)
+
+
+class Run:
+    """One admitted request: owns its slot, its context and its user count on the model."""
+
+    def __init__(
+        self,
+        *,
+        on_end: Callable[[], None],
+        entry: ModelEntry,
+        ready: Ready,
+        request: GenerationRequest,
+        context: Context,
+        progress: RunProgress,
+    ) -> None:
+        self._on_end = on_end
+        self.entry, self.ready = entry, ready
+        self.request, self.context, self.progress = request, context, progress
+        self._holding_slot = False
+        self._ended = False
+
+    def __enter__(self) -> Run:
+        try:
+            self.ready.slots.acquire(self.entry.id, self.context.cancel_event)
+            self._holding_slot = True
+            self.context.raise_if_cancelled()
+        except BaseException:
+            self.end()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.end()
+
+    def end(self) -> None:
+        """Give back the slot and the model (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._holding_slot:
+            self.ready.slots.release()
+        self._on_end()
+
+    def result(self) -> GenerationResult:
+        """Run to completion."""
+        result = run_to_result(
+            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
+        )
+        self.context.log.debug("request done", kind=result.kind)
+        return result
+
+    def events(self) -> Iterator[StreamEvent]:
+        """Events ending in ``result``; raises typed errors."""
+        return run_events(
+            self.entry.plugin, self.ready.model, self.request, self.context, self.progress
+        )
+
+
+class Generation:
+    """A streaming request: iterate it for events; ``cancel()`` from any thread.
+
+    The iteration never raises for engine failures: it ends with an ``error`` event.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.id = run.context.id
+        self._events = _guarded(run)
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        return next(self._events)
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def cancel(self) -> None:
+        """Stop the request; the stream ends with a ``cancelled`` error event."""
+        self._run.context.cancel()
+
+    def close(self) -> None:
+        """Stop iterating early and release the model (cancels the request)."""
+        self._run.context.cancel()
+        self._events.close()
+        self._run.end()
+
+    def __del__(self) -> None:
+        # A stream dropped without being exhausted or closed must not hold its model.
+        self.close()
+
+
+def _guarded(run: Run) -> Generator[StreamEvent]:
+    """The run's events; failures become a final ``error`` event instead of an exception.
+
+    A module function, not a method: the generator must not refer to its Generation, so
+    that dropping the Generation frees it at once (and ``__del__`` releases the model).
+    """
+    try:
+        with run:
+            yield from run.events()
+    except MotorpoolError as exc:
+        yield ErrorEvent(error=exc.info())
+    except Exception as exc:
+        log.exception("stream failed", request_id=run.context.id)
+        yield ErrorEvent(error=EngineFailed(f"{type(exc).__name__}: {exc}").info())
