@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from motorpool_testengine._png import png_size
 from motorpool_testengine.plugin import write_model
 
-MOTORPOOL = Path(sys.executable).with_name("motorpool")
-
-
-def motorpool(
-    *args: str, home: Path, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("MOTORPOOL_")
-    }
-    environment.update({"MOTORPOOL_HOME": str(home), **(env or {})})
-    result = subprocess.run(
-        [str(MOTORPOOL), *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=home,
-        timeout=60,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from tests.support import motorpool
 
 
 @pytest.fixture

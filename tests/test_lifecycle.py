@@ -47,6 +47,8 @@ from motorpool_testengine._png import encode_png, png_size
 from motorpool_testengine.plugin import write_model
 from pydantic import ValidationError
 
+from tests.support import chat
+
 PLUGINS = "testengine,testengine-generate-only"
 
 
@@ -69,16 +71,6 @@ def model_file(tmp_path: Path) -> Path:
 def spec(model_file: Path, name: str, **options: object) -> ModelSpec:
     return ModelSpec.model_validate(
         {"name": name, "plugin": "testengine", "source": str(model_file), "options": options}
-    )
-
-
-def chat(text: str = "hi", max_tokens: int = 8, seed: int | None = None) -> ChatRequest:
-    return ChatRequest.model_validate(
-        {
-            "messages": [{"role": "user", "content": text}],
-            "max_tokens": max_tokens,
-            "sampling": {"seed": seed},
-        }
     )
 
 
@@ -449,3 +441,25 @@ def test_dropped_streams_and_sessions_release_their_model(host: Host, model_file
     del session
     host.unload("x")  # would wait forever on a leaked user
     assert host.models() == []
+
+
+def test_cancel_a_slow_load(host: Host, model_file: Path) -> None:
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            host.load(spec(model_file, "slow-load", load_delay_s=30))
+        except Cancelled as exc:
+            errors.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    deadline = time.monotonic() + 5
+    while not host.cancel_load("slow-load"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    loader.join(5)
+    assert not loader.is_alive()
+    assert len(errors) == 1
+    assert host.models() == []  # a cancelled load leaves nothing behind
+    assert host.load(spec(model_file, "slow-load", load_delay_s=0.05)).status is ModelStatus.READY

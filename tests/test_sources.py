@@ -14,8 +14,7 @@ from motorpool.errors import InvalidRequest, SourceNotAllowed
 from motorpool.types import ModelSpec, TextResult
 from motorpool_testengine.plugin import write_model
 
-from tests.test_cli import motorpool
-from tests.test_lifecycle import chat
+from tests.support import chat, motorpool
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

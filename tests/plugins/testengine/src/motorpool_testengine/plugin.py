@@ -53,6 +53,7 @@ SUFFIX = ".mptest.json"
 EOS = "<eos>"
 DEFAULT_IMAGE_SIDE = 32
 DEFAULT_STEPS = 4
+LOAD_TICK_S = 0.01
 CAPABILITIES = frozenset(
     {
         Capability.COMPLETION,
@@ -76,6 +77,7 @@ class Options(BaseModel):
     max_concurrency: int = Field(default=1, ge=1)
     exclusive: bool = False
     fail_load: bool = False
+    load_delay_s: float = Field(default=0.0, ge=0, le=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,11 @@ def motorpool_estimate_memory(source: ResolvedSource) -> int | None:
 @hookimpl
 def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[TestModel]:
     options = source.options(Options)
-    context.progress("load", 0, 1)
+    ticks = round(options.load_delay_s / LOAD_TICK_S)
+    for tick in range(ticks):  # a slow load, cancellable between ticks
+        context.raise_if_cancelled()
+        context.progress("load", tick, ticks + 1)
+        time.sleep(LOAD_TICK_S)
     if options.fail_load:
         raise RuntimeError("failing on purpose (fail_load=true)")
     path = source.path
@@ -149,7 +155,7 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[Test
         raise InvalidModel(f"{path} is not a test-engine model (format != {FORMAT!r})")
     words = tuple(str(word) for word in cast(list[object], vocab))
     model = TestModel(words, str(fields.get("chat_template", "")), options)
-    context.progress("load", 1, 1)
+    context.progress("load", ticks + 1, ticks + 1)
     return LoadedModel(
         handle=model,
         capabilities=CAPABILITIES,

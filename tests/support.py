@@ -1,0 +1,43 @@
+"""Helpers shared by the test modules: the CLI runner and request builders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from motorpool.types import ChatRequest
+
+MOTORPOOL = Path(sys.executable).with_name("motorpool")
+
+
+def motorpool(
+    *args: str, home: Path, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("MOTORPOOL_")
+    }
+    environment.update({"MOTORPOOL_HOME": str(home), **(env or {})})
+    result = subprocess.run(
+        [str(MOTORPOOL), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=home,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def chat(text: str = "hi", max_tokens: int = 8, seed: int | None = None) -> ChatRequest:
+    return ChatRequest.model_validate(
+        {
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+            "sampling": {"seed": seed},
+        }
+    )
