@@ -47,7 +47,7 @@ from motorpool_testengine._png import encode_png, png_size
 from motorpool_testengine.plugin import write_model
 from pydantic import ValidationError
 
-from tests.support import chat
+from tests.support import chat, wait_until
 
 PLUGINS = "testengine,testengine-generate-only"
 
@@ -257,10 +257,7 @@ def test_cancel_by_request_id_from_another_thread(host: Host, model_file: Path) 
 
     worker = threading.Thread(target=work)
     worker.start()
-    deadline = time.monotonic() + 5
-    while not host.cancel("r-1"):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: host.cancel("r-1"))
     worker.join(5)
     assert not worker.is_alive()
     assert isinstance(outcome[0], Cancelled)
@@ -275,10 +272,7 @@ def test_requests_to_one_model_are_serialised_and_queued(tmp_path: Path, model_f
         queued: list[object] = []
         waiter = threading.Thread(target=lambda: queued.append(host.generate("m", chat())))
         waiter.start()
-        deadline = time.monotonic() + 5
-        while "waiting" not in _slot_state(host):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: host.model("m").queued_requests == 1)
         third = list(host.stream("m", chat()))
         assert isinstance(third[-1], ErrorEvent)
         assert third[-1].error.code == QueueFull.code
@@ -286,12 +280,6 @@ def test_requests_to_one_model_are_serialised_and_queued(tmp_path: Path, model_f
         running.close()
         waiter.join(5)
         assert isinstance(queued[0], TextResult)
-
-
-def _slot_state(host: Host) -> str:
-    entry = host._models["m"]  # a look inside to sync the test, not to assert behaviour
-    state = entry.state
-    return "waiting" if getattr(state, "slots", None) and state.slots.waiting else "idle"  # type: ignore[union-attr]
 
 
 def test_models_on_concurrent_model_run_in_parallel(host: Host, model_file: Path) -> None:
@@ -364,10 +352,7 @@ def test_keep_alive_unloads_idle_models(tmp_path: Path, model_file: Path) -> Non
     with make_host(tmp_path, keep_alive_s=0.2) as host:
         host.load(spec(model_file, "idle"))
         host.load(spec(model_file, "kept").model_copy(update={"keep_alive_s": -1.0}))
-        deadline = time.monotonic() + 5
-        while "idle" in {m.id for m in host.models()}:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: "idle" not in {m.id for m in host.models()})
         assert [m.id for m in host.models()] == ["kept"]
 
 
@@ -454,10 +439,7 @@ def test_cancel_a_slow_load(host: Host, model_file: Path) -> None:
 
     loader = threading.Thread(target=load)
     loader.start()
-    deadline = time.monotonic() + 5
-    while not host.cancel_load("slow-load"):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: host.cancel_load("slow-load"))
     loader.join(5)
     assert not loader.is_alive()
     assert len(errors) == 1

@@ -11,7 +11,7 @@ import difflib
 import importlib.metadata
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -131,14 +131,9 @@ class _ImportAborted(Exception):
     """
 
 
-def _load_contained(load: Callable[[], Extension[object] | None]) -> Extension[object] | None:
-    try:
-        return load()
-    except (AssertionError, SystemExit) as exc:
-        raise _ImportAborted(str(exc)) from exc
-
-
 class _ContainedManager(ExtensionManager[object]):
+    """stevedore's manager, with AssertionError and SystemExit at import contained too."""
+
     def _load_one_plugin(
         self,
         ep: importlib.metadata.EntryPoint,
@@ -146,26 +141,14 @@ class _ContainedManager(ExtensionManager[object]):
         invoke_args: tuple[Any, ...],
         invoke_kwds: dict[str, Any],
     ) -> Extension[object] | None:
-        return _load_contained(
-            lambda: super(_ContainedManager, self)._load_one_plugin(
-                ep, invoke_on_load, invoke_args, invoke_kwds
-            )
-        )
+        try:
+            return super()._load_one_plugin(ep, invoke_on_load, invoke_args, invoke_kwds)
+        except (AssertionError, SystemExit) as exc:
+            raise _ImportAborted(str(exc)) from exc
 
 
-class _ContainedNamedManager(NamedExtensionManager[object]):
-    def _load_one_plugin(
-        self,
-        ep: importlib.metadata.EntryPoint,
-        invoke_on_load: bool,
-        invoke_args: tuple[Any, ...],
-        invoke_kwds: dict[str, Any],
-    ) -> Extension[object] | None:
-        return _load_contained(
-            lambda: super(_ContainedNamedManager, self)._load_one_plugin(
-                ep, invoke_on_load, invoke_args, invoke_kwds
-            )
-        )
+class _ContainedNamedManager(_ContainedManager, NamedExtensionManager[object]):
+    """The named manager (checks each name before importing), contained the same way."""
 
 
 def _register(

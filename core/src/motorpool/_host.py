@@ -397,6 +397,7 @@ class Host:
             exclusive=ready.model.exclusive if ready else False,
             max_concurrency=ready.model.max_concurrency if ready else 1,
             active_requests=ready.slots.active if ready else 0,
+            queued_requests=ready.slots.waiting if ready else 0,
             idle_s=round(time.monotonic() - entry.last_used, 3) if entry.users == 0 else 0.0,
             error=state.error.info() if isinstance(state, Failed) else None,
             details=dict(ready.model.details) if ready else {},

@@ -235,53 +235,21 @@ def run(  # noqa: PLR0917 - click passes each option by keyword
         with _progress_bars(enabled=not as_json) as on_progress:
             info = host.load(spec, on_progress=on_progress)
         caps = info.capabilities
-        sampling = {"temperature": temperature, "seed": seed}
+        text = {"max_tokens": max_tokens, "sampling": {"temperature": temperature, "seed": seed}}
+        visual = {"prompt": prompt, "steps": steps, "seed": seed, "width": width, "height": height}
         if Capability.CHAT in caps and not raw:
             messages = [{"role": "system", "content": system}] if system else []
             messages.append({"role": "user", "content": prompt})
-            request = _request(
-                {
-                    "kind": "chat",
-                    "messages": messages,
-                    "max_tokens": max_tokens,
-                    "sampling": sampling,
-                }
-            )
+            fields = {"kind": "chat", "messages": messages, **text}
         elif Capability.COMPLETION in caps:
-            request = _request(
-                {
-                    "kind": "completion",
-                    "prompt": prompt,
-                    "max_tokens": max_tokens,
-                    "sampling": sampling,
-                }
-            )
+            fields = {"kind": "completion", "prompt": prompt, **text}
         elif Capability.IMAGE in caps:
-            request = _request(
-                {
-                    "kind": "image",
-                    "prompt": prompt,
-                    "steps": steps,
-                    "seed": seed,
-                    "width": width,
-                    "height": height,
-                }
-            )
+            fields = {"kind": "image", **visual}
         elif Capability.VIDEO in caps:
-            request = _request(
-                {
-                    "kind": "video",
-                    "prompt": prompt,
-                    "steps": steps,
-                    "seed": seed,
-                    "width": width,
-                    "height": height,
-                    "frames": frames,
-                }
-            )
+            fields = {"kind": "video", "frames": frames, **visual}
         else:
             raise click.UsageError(f"{info.id} has no capability `run` can use ({sorted(caps)})")
-        _run_request(host, info, request, output, as_json=as_json)
+        _run_request(host, info, _request(fields), output, as_json=as_json)
 
 
 def _request(fields: dict[str, Any]) -> GenerationRequest:

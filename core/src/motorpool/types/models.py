@@ -57,6 +57,7 @@ class ModelInfo(Frozen):
     exclusive: bool = False
     max_concurrency: int = 1
     active_requests: int = 0
+    queued_requests: int = 0
     idle_s: float | None = None
     error: ErrorInfo | None = None
     details: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
