@@ -85,11 +85,13 @@ def _print_json(value: BaseModel | Sequence[BaseModel]) -> None:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    click.secho(
-        "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)), bold=True
-    )
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    click.secho(line([h.upper() for h in headers]), bold=True)
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo(line(row))
 
 
 @main.command()
