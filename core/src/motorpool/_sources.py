@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from tqdm.asyncio import tqdm_asyncio
 
 HUB_PREFIX = "hf:"
+_PROGRESS_EVERY_S = 0.1
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 
 log = structlog.get_logger(__name__)
@@ -109,21 +112,42 @@ def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
 
 
 def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
-    """A tqdm class that reports to ``context`` and stops the download when cancelled."""
+    """A tqdm class that reports to ``context`` and stops the download when cancelled.
+
+    huggingface_hub opens several bars: bytes (``download``; it keeps two that move
+    together) and files (``download_files``). Repeats are dropped and byte progress is
+    throttled, so a large download is tens of events, not one per chunk.
+    """
     from tqdm.asyncio import tqdm_asyncio  # noqa: PLC0415 - only for downloads
+
+    last: dict[str, tuple[int, int | None, float]] = {}
+    lock = threading.Lock()
+
+    def report(stage: str, step: int, total: int | None) -> None:
+        now = time.monotonic()
+        with lock:
+            previous = last.get(stage)
+            if previous is not None and previous[:2] == (step, total):
+                return
+            finished = total is not None and step >= total
+            if previous is not None and not finished and now - previous[2] < _PROGRESS_EVERY_S:
+                return
+            last[stage] = (step, total, now)
+        context.progress(stage, step, total)
 
     # The stubs make tqdm generic; the runtime class cannot be subscripted.
     class ContextProgress(tqdm_asyncio):  # pyright: ignore[reportMissingTypeArgument]
         def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - tqdm's own signature
             kwargs["disable"] = True  # the host reports progress as events, not a terminal bar
             super().__init__(*args, **kwargs)  # pyright: ignore[reportUnknownMemberType]  # tqdm's stubs leave **kwargs untyped
-            self._done = 0
+            self._stage = "download" if kwargs.get("unit") == "B" else "download_files"
+            self._done = 0  # a disabled tqdm does not count
 
         def update(self, n: float | None = 1) -> bool | None:
             if context.cancelled:
                 raise Cancelled("download cancelled")
             self._done += int(n or 0)
-            context.progress("download", self._done, int(self.total) if self.total else None)
+            report(self._stage, self._done, int(self.total) if self.total else None)
             return super().update(n)
 
     return ContextProgress
