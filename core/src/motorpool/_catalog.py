@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import structlog
 
@@ -11,7 +12,7 @@ from motorpool._discovery import Discovered, with_distributions
 from motorpool._plugin import Plugin
 from motorpool._sources import hub_repo_id, load_models_file, local_path
 from motorpool.errors import NoMatchingPlugin, PluginUnavailable, UnknownModel, UnknownPlugin
-from motorpool.types import ModelSpec, PluginInfo, PluginProbe
+from motorpool.types import ModelSpec, PluginInfo, PluginProbe, ProbeReport
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +48,17 @@ class Catalog:
                 probes.append(PluginProbe(plugin=name, state=record.state, error=record.error))
                 continue
             try:
-                report = plugin.probe(deep=deep)
+                report = cast("object", plugin.probe(deep=deep))  # checked: plugins err
             except Exception as exc:
                 log.exception("probe failed", plugin=name)
                 error = f"{type(exc).__name__}: {exc}"
                 probes.append(PluginProbe(plugin=name, state=record.state, error=error))
-            else:
+                continue
+            if isinstance(report, ProbeReport):
                 probes.append(PluginProbe(plugin=name, state=record.state, report=report))
+            else:  # a plugin bug, shown as that plugin's probe error
+                error = f"motorpool_probe returned {type(report).__name__}, not ProbeReport"
+                probes.append(PluginProbe(plugin=name, state=record.state, error=error))
         return probes
 
     def plugin(self, name: str) -> Plugin:
@@ -97,11 +102,13 @@ class Catalog:
         scores: list[tuple[int, str]] = []
         for name, plugin in self._plugins.items():
             try:
-                score = plugin.match(spec, path)
+                score = cast("object", plugin.match(spec, path))  # checked: plugins err
             except Exception:
                 log.exception("match failed", plugin=name)
                 continue
-            if score:
+            if isinstance(score, bool) or not isinstance(score, int | None):
+                log.warning("match returned no score; ignored", plugin=name, value=repr(score))
+            elif score:
                 scores.append((score, name))
         if not scores:
             raise NoMatchingPlugin(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Generator, Iterator
 import structlog
 
 from motorpool._runs import RunProgress, run_events, run_to_result
+from motorpool._slots import Ticket
 from motorpool._states import ModelEntry, Ready
 from motorpool.engine import Context
 from motorpool.errors import EngineFailed, MotorpoolError
@@ -24,20 +25,19 @@ class Run:
         on_end: Callable[[], None],
         entry: ModelEntry,
         ready: Ready,
+        ticket: Ticket,
         request: GenerationRequest,
         context: Context,
         progress: RunProgress,
     ) -> None:
         self._on_end = on_end
-        self.entry, self.ready = entry, ready
+        self.entry, self.ready, self.ticket = entry, ready, ticket
         self.request, self.context, self.progress = request, context, progress
-        self._holding_slot = False
         self._ended = False
 
     def __enter__(self) -> Run:
         try:
-            self.ready.slots.acquire(self.entry.id, self.context.cancel_event)
-            self._holding_slot = True
+            self.ticket.wait(self.context.cancel_event)
             self.context.raise_if_cancelled()
         except BaseException:
             self.end()
@@ -48,12 +48,11 @@ class Run:
         self.end()
 
     def end(self) -> None:
-        """Give back the slot and the model (once)."""
+        """Give back the slot (or queue place) and the model, once."""
         if self._ended:
             return
         self._ended = True
-        if self._holding_slot:
-            self.ready.slots.release()
+        self.ticket.release()
         self._on_end()
 
     def result(self) -> GenerationResult:

@@ -22,7 +22,7 @@ def plan_room(
     """
     if needed > budget:
         raise MemoryBudgetExceeded(
-            f"{model_id} needs about {gib(needed)}, more than the whole budget of {gib(budget)}",
+            f"{model_id} needs about {size(needed)}, more than the whole budget of {size(budget)}",
             hint="raise MOTORPOOL_MEMORY_BUDGET or choose a smaller model or quantisation",
         )
     used = sum(e.memory for e in others)
@@ -39,16 +39,33 @@ def plan_room(
         used -= candidate.memory
         count -= 1
     if not fits():
-        held = [e.id for e in others if isinstance(e.state, Ready | Loading)]
+        held = [f"{e.id} ({_why_held(e)})" for e in others if e.memory and e not in victims]
         raise MemoryBudgetExceeded(
-            f"{model_id} needs about {gib(needed)}; {gib(used)} of {gib(budget)} is held by "
-            f"models that are pinned, busy or loading ({', '.join(held)})",
+            f"{model_id} needs about {size(needed)}; {size(used)} of {size(budget)} is held by "
+            f"models that cannot be evicted now: {', '.join(held) or 'none'}",
             hint="unload or unpin a model, wait for requests to finish, "
             "or raise MOTORPOOL_MEMORY_BUDGET / MOTORPOOL_MAX_LOADED_MODELS",
         )
     return victims
 
 
-def gib(size: int) -> str:
-    """Bytes as GiB for messages."""
-    return f"{size / 2**30:.2f} GiB"
+def _why_held(entry: ModelEntry) -> str:
+    match entry.state:
+        case Ready() if entry.pinned:
+            return "pinned"
+        case Ready():
+            return "in use"
+        case state:
+            return type(state).__name__.lower()
+
+
+def size(count: int) -> str:
+    """Bytes for messages: 512 B, 1.5 KiB, 3.2 GiB."""
+    if count < 1024:  # noqa: PLR2004 - one KiB
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:  # noqa: PLR2004
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

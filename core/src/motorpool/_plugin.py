@@ -64,6 +64,10 @@ class Plugin:
         """True when the plugin has an implementation of ``hook``."""
         return hook in self._hooks
 
+    def implements_any(self, *hooks: str) -> bool:
+        """True when the plugin implements at least one of ``hooks``."""
+        return any(hook in self._hooks for hook in hooks)
+
     def _call(self, hook: str, **kwargs: object) -> Any:  # noqa: ANN401 - typed by each caller
         started = time.perf_counter()
         try:

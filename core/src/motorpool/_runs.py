@@ -98,7 +98,7 @@ def run_to_result(
 ) -> GenerationResult:
     """Answer ``request`` with one result (progress goes to ``progress.observe``)."""
     if plugin.implements("motorpool_generate"):
-        result = _guard(plugin, lambda: plugin.generate(model, request, context))
+        result = guarded(plugin, lambda: plugin.generate(model, request, context))
         return _checked(plugin, request, result)
     for event in run_events(plugin, model, request, context, progress):
         if isinstance(event, ResultEvent):
@@ -120,10 +120,10 @@ def run_events(
     if not plugin.implements("motorpool_stream"):
         yield from _generate_in_thread(plugin, model, request, context, progress)
         return
-    events = _guard(plugin, lambda: plugin.stream(model, request, context))
+    events = guarded(plugin, lambda: plugin.stream(model, request, context))
     try:
         while True:
-            event = _guard(plugin, lambda: next(events, None))
+            event = guarded(plugin, lambda: next(events, None))
             yield from _drain(progress)
             if context.cancelled:
                 raise Cancelled(f"request {context.id} was cancelled")
@@ -140,7 +140,10 @@ def run_events(
     finally:
         close = getattr(events, "close", None)  # a plain iterator has no close()
         if close is not None:
-            close()
+            try:
+                close()
+            except Exception:  # the engine's own clean-up failed: the run is over anyway
+                log.exception("engine stream failed to close", plugin=plugin.name)
 
 
 def _drain(progress: RunProgress) -> Iterator[ProgressEvent]:
@@ -191,7 +194,7 @@ def _generate_in_thread(
             worker.join()
 
 
-def _guard(plugin: Plugin, call: Callable[[], T]) -> T:
+def guarded(plugin: Plugin, call: Callable[[], T]) -> T:
     """Call into a plugin; typed errors pass, anything else becomes ``EngineFailed``."""
     try:
         return call()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from motorpool.engine import Context, InteractiveSession
+from motorpool.errors import Cancelled
 from motorpool.types import ControlInput, FrameBatch, SessionConfig
 
 
@@ -31,6 +32,7 @@ class Session:
         self._context = context
         self._on_close = on_close
         self._lock = threading.Lock()
+        self._engine_lock = threading.Lock()  # step / reset / close never overlap
         self._pending: ControlInput | None = None
         self._held = ControlInput()
         self._running = threading.Event()
@@ -83,14 +85,17 @@ class Session:
             control, self._pending = self._pending, None
             reset, self._reset_requested = self._reset_requested, False
             prompt, self._prompt = self._prompt, None
-        if reset:
-            self._engine.reset()
-        if prompt is not None:
-            self._engine.set_prompt(prompt)
         if control is None:  # held buttons stay pressed; motion happens once
             control = ControlInput(buttons=self._held.buttons)
         self._held = control
-        return self._engine.step(control)
+        with self._engine_lock:
+            if self._closed:
+                raise Cancelled(f"session {self.id} is closed")
+            if reset:
+                self._engine.reset()
+            if prompt is not None:
+                self._engine.set_prompt(prompt)
+            return self._engine.step(control)
 
     def frames(self) -> Iterator[FrameBatch]:
         """Yield batches until the session is closed or cancelled."""
@@ -98,7 +103,12 @@ class Session:
         while not self._closed and not self._context.cancelled:
             if not self._running.wait(timeout=0.1):
                 continue
-            batch = self.step()
+            try:
+                batch = self.step()
+            except Cancelled:
+                if self._closed:  # closed from another thread between two steps
+                    return
+                raise
             if self.config.fps_cap is not None:
                 next_due += len(batch.frames) / self.config.fps_cap
                 time.sleep(max(0.0, next_due - time.monotonic()))
@@ -114,6 +124,7 @@ class Session:
         self._context.cancel()
         self._running.set()
         try:
-            self._engine.close()
+            with self._engine_lock:  # a step running on another thread finishes first
+                self._engine.close()
         finally:
             self._on_close()

@@ -37,8 +37,11 @@ def local_path(source: str) -> Path | None:
     """The existing local path a source names, or ``None`` (a repo id, or nothing there)."""
     if source.startswith(HUB_PREFIX):
         return None
-    path = Path(source).expanduser()
-    return path.resolve() if path.exists() else None
+    try:
+        path = Path(source).expanduser()
+        return path.resolve() if path.exists() else None
+    except (OSError, RuntimeError):  # a name too long for a path, an unknown ~user
+        return None
 
 
 def hub_repo_id(source: str) -> str | None:
@@ -93,6 +96,8 @@ def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
             allow_patterns=list(spec.files) or None,
             tqdm_class=_progress_class(context),
         )
+    except hub_errors.HFValidationError as exc:
+        raise InvalidRequest(f"{repo_id!r} is not a valid Hugging Face repo id: {exc}") from exc
     except hub_errors.RepositoryNotFoundError as exc:
         raise SourceNotFound(
             f"no Hugging Face repo {repo_id!r} (or it is private)",
@@ -162,8 +167,10 @@ def load_models_file(path: Path) -> Mapping[str, ModelSpec]:
         return {}
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"{path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc}") from exc
     tables = document.get("models", {})
     if not isinstance(tables, dict):
         raise InvalidRequest(f"{path}: `models` must be a table of [models.<alias>] tables")

@@ -77,9 +77,9 @@ class ModelEntry:
         match self.state:
             case Loading(reserved=reserved):
                 return reserved
-            case Ready(memory=memory):
-                return memory
-            case Failed() | Unloading():
+            case Ready(memory=memory) | Unloading(memory=memory):
+                return memory  # an unloading model holds its memory until it is gone
+            case Failed():
                 return 0
 
     def evictable(self) -> bool:

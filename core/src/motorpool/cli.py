@@ -61,6 +61,8 @@ def _host() -> Generator[Host]:
 
 
 def _settings(settings_class: type[Settings]) -> Settings:
+    import tomllib  # noqa: PLC0415
+
     from pydantic import ValidationError  # noqa: PLC0415
     from pydantic_settings import SettingsError  # noqa: PLC0415
 
@@ -69,7 +71,7 @@ def _settings(settings_class: type[Settings]) -> Settings:
 
     try:
         return settings_class()
-    except (ValidationError, SettingsError) as exc:
+    except (ValidationError, SettingsError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             f"invalid settings: {' '.join(str(exc).split())}",
             hint=f"check the MOTORPOOL_* environment variables and {config_file_path()}",
@@ -148,10 +150,10 @@ def probe(deep: bool, as_json: bool) -> None:
     click.secho("hardware", bold=True)
     click.echo(
         f"  {hw.system} {hw.machine}, Python {hw.python}, {hw.cpu_count} CPUs, "
-        f"{_gib(hw.memory_total_bytes)} memory ({_gib(hw.memory_available_bytes)} free)"
+        f"{_size(hw.memory_total_bytes)} memory ({_size(hw.memory_available_bytes)} free)"
     )
     for device in hw.accelerators:
-        memory = f", {_gib(device.memory_bytes)}" if device.memory_bytes else ""
+        memory = f", {_size(device.memory_bytes)}" if device.memory_bytes else ""
         click.echo(f"  {device.accelerator.value}: {device.name}{memory}")
     if not hw.accelerators:
         click.echo("  no GPU found (CUDA, ROCm or Metal); engines run on the CPU")
@@ -333,8 +335,12 @@ def _write_outputs(blobs: Sequence[bytes], output: Path | None, suffix: str) -> 
     )
     for path, blob in zip(paths, blobs, strict=True):
         partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(blob)
-        partial.replace(path)  # never leave a half-written file under the real name
+        try:
+            partial.write_bytes(blob)
+            partial.replace(path)  # never leave a half-written file under the real name
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
     return paths
 
 
@@ -394,7 +400,7 @@ def ps(as_json: bool) -> None:
                 m.id,
                 m.plugin,
                 m.status.value,
-                _gib(m.memory_bytes),
+                _size(m.memory_bytes),
                 f"{m.idle_s:.0f}s" if m.idle_s is not None else "-",
                 m.error.message if m.error else "",
             ]
@@ -433,5 +439,7 @@ def check(plugin_names: tuple[str, ...], as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _gib(size: int | None) -> str:
-    return "-" if size is None else f"{size / 2**30:.1f} GiB"
+def _size(count: int | None) -> str:
+    from motorpool._memory import size  # noqa: PLC0415
+
+    return "-" if count is None else size(count)

@@ -15,6 +15,7 @@ __all__ = [
     "Cancelled",
     "DownloadFailed",
     "EngineFailed",
+    "HostClosing",
     "InvalidModel",
     "InvalidOptions",
     "InvalidRequest",
@@ -198,6 +199,13 @@ class EngineFailed(MotorpoolError):
 
     code = "engine_error"
     status = 500
+
+
+class HostClosing(MotorpoolError):
+    """The host is shutting down and takes no new work."""
+
+    code = "host_closing"
+    status = 503
 
 
 class PluginDiscoveryError(MotorpoolError):
