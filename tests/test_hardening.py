@@ -1,0 +1,452 @@
+"""Shutdown, cancellation and plugin-bug paths: the host never hangs, leaks or lets a raw
+exception through. Small plugins defined here are registered with ``Host(plugins=...)``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from motorpool import Host, Settings, hookimpl
+from motorpool.engine import LoadedModel
+from motorpool.errors import (
+    Cancelled,
+    EngineFailed,
+    HostClosing,
+    MemoryBudgetExceeded,
+    MotorpoolError,
+)
+from motorpool.types import (
+    Capability,
+    FinishReason,
+    FrameBatch,
+    HostEvent,
+    HostModelEvent,
+    ModelSpec,
+    ModelStatus,
+    ProbeReport,
+    SeedFrame,
+    TextResult,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from motorpool_testengine._png import encode_png
+from motorpool_testengine.plugin import write_model
+
+from tests.support import MOTORPOOL, chat, motorpool, wait_until
+
+SEED = SeedFrame(image=encode_png(8, 8))
+TEXT = TextResult(
+    text="x",
+    finish_reason=FinishReason.STOP,
+    usage=Usage(prompt_tokens=1, completion_tokens=1),
+    timings=Timings(total_s=0.0),
+)
+
+
+def make_host(tmp_path: Path, plugins: dict[str, object] | None = None, **settings: object) -> Host:
+    options: dict[str, object] = {"home": tmp_path, "plugins": "testengine", "keep_alive_s": -1}
+    return Host(Settings.model_validate({**options, **settings}), plugins=plugins)
+
+
+def spec(model_file: Path, name: str, plugin: str = "testengine", **options: object) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {"name": name, "plugin": plugin, "source": str(model_file), "options": options}
+    )
+
+
+def finishes(target: Callable[[], object], timeout_s: float = 10.0) -> bool:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+def outcome_of(call: Callable[[], object], into: list[object]) -> None:
+    try:
+        into.append(call())
+    except (MotorpoolError, KeyboardInterrupt) as exc:
+        into.append(exc)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    return write_model(tmp_path / "m.mptest.json")
+
+
+class Minimal:
+    """Probe and load; subclasses add what they need."""
+
+    capabilities = frozenset({Capability.CHAT})
+
+    @hookimpl
+    def motorpool_probe(self, deep: bool) -> ProbeReport:
+        return ProbeReport(ready=True)
+
+    @hookimpl
+    def motorpool_load(self, source: object, context: object) -> LoadedModel[object]:
+        return LoadedModel(handle=object(), capabilities=self.capabilities, memory_bytes=1)
+
+
+class GatedLoad(Minimal):
+    """A load that ignores cancellation and returns once released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.unloaded: list[object] = []
+
+    @hookimpl
+    def motorpool_load(self, source: object, context: object) -> LoadedModel[object]:
+        self.entered.set()
+        self.release.wait(10)
+        return super().motorpool_load(source, context)
+
+    @hookimpl
+    def motorpool_unload(self, model: object) -> None:
+        self.unloaded.append(model)
+
+    @hookimpl
+    def motorpool_generate(self, model: object, request: object, context: object) -> TextResult:
+        return TEXT
+
+
+# -- shutdown -------------------------------------------------------------------------------
+
+
+def test_close_with_a_stream_nobody_iterates(tmp_path: Path, model_file: Path) -> None:
+    host = make_host(tmp_path)
+    generation = host.stream(spec(model_file, "m"), chat(max_tokens=50))
+    next(generation)
+    assert finishes(lambda: host.close(wait_s=0.5), timeout_s=5)
+    assert host.models() == []
+
+
+def test_close_with_an_open_session(tmp_path: Path, model_file: Path) -> None:
+    host = make_host(tmp_path)
+    session = host.session(spec(model_file, "w"), seed=SEED)
+    session.step()
+    assert host.cancel(session.id)  # sessions are cancellable by id too
+    assert finishes(lambda: host.close(wait_s=0.5), timeout_s=5)
+    assert host.models() == []
+
+
+def test_an_interrupted_load_does_not_stick(tmp_path: Path, model_file: Path) -> None:
+    host = make_host(tmp_path)
+
+    def interrupt(_event: object) -> None:  # Ctrl-C while a progress bar draws
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        host.load(spec(model_file, "m"), on_progress=interrupt)
+    assert host.models() == []
+    assert host.load(spec(model_file, "m")).status is ModelStatus.READY
+    assert finishes(host.close)
+
+
+def test_a_load_that_ignores_cancel_is_unloaded_by_close(tmp_path: Path, model_file: Path) -> None:
+    gated = GatedLoad()
+    host = make_host(tmp_path, plugins={"gated": gated})
+    outcome: list[object] = []
+    loader = threading.Thread(
+        target=lambda: outcome_of(lambda: host.load(spec(model_file, "g", "gated")), outcome)
+    )
+    loader.start()
+    assert gated.entered.wait(5)
+    closer = threading.Thread(target=host.close)
+    closer.start()
+    time.sleep(0.1)
+    gated.release.set()  # the engine finishes despite the cancel
+    closer.join(5)
+    loader.join(5)
+    assert host.models() == []
+    assert gated.unloaded  # its memory was given back
+    assert isinstance(outcome[0], Cancelled)
+
+
+def test_a_closing_host_takes_no_new_work(tmp_path: Path, model_file: Path) -> None:
+    host = make_host(tmp_path)
+    slow = spec(model_file, "slow", load_delay_s=3)
+    outcome: list[object] = []
+    threading.Thread(target=lambda: outcome_of(lambda: host.load(slow), outcome)).start()
+    wait_until(lambda: bool(host.models()))
+    waiter = threading.Thread(
+        target=lambda: outcome_of(lambda: host.generate(slow, chat()), outcome)
+    )
+    waiter.start()
+    time.sleep(0.05)
+    host.close()
+    waiter.join(5)
+    assert host.models() == []
+    assert all(isinstance(o, Cancelled | HostClosing) for o in outcome), outcome
+    with pytest.raises(HostClosing):
+        host.load(spec(model_file, "late"))
+
+
+# -- cancellation and the budget --------------------------------------------------------------
+
+
+def test_cancel_reaches_a_request_waiting_for_its_model(tmp_path: Path, model_file: Path) -> None:
+    with make_host(tmp_path) as host:
+        slow = spec(model_file, "slow", load_delay_s=0.5)
+        outcome: list[object] = []
+        worker = threading.Thread(
+            target=lambda: outcome_of(lambda: host.generate(slow, chat(), request_id="j"), outcome)
+        )
+        worker.start()
+        wait_until(lambda: host.cancel("j"))
+        worker.join(5)
+        assert isinstance(outcome[0], Cancelled)
+
+
+def test_an_unloading_model_holds_its_memory(tmp_path: Path, model_file: Path) -> None:
+    with make_host(tmp_path, memory_budget=1000) as host:
+        busy = host.stream(
+            spec(model_file, "a", memory_bytes=600, token_delay_s=0.01), chat(max_tokens=500)
+        )
+        next(busy)
+        unloader = threading.Thread(target=lambda: host.unload("a"))
+        unloader.start()  # waits for the request on 'a'
+        wait_until(lambda: host.model("a").status is ModelStatus.UNLOADING)
+        with pytest.raises(MemoryBudgetExceeded, match=r"a \(unloading\)"):
+            host.load(spec(model_file, "b", memory_bytes=600))
+        busy.close()
+        unloader.join(5)
+        assert host.load(spec(model_file, "b", memory_bytes=600)).status is ModelStatus.READY
+
+
+def test_idle_unloads_publish_unloading_then_unloaded(tmp_path: Path, model_file: Path) -> None:
+    statuses: list[ModelStatus] = []
+
+    def on_event(event: HostEvent) -> None:
+        if isinstance(event, HostModelEvent):
+            statuses.append(event.model.status)
+
+    with make_host(tmp_path, keep_alive_s=0) as host:
+        host.subscribe(on_event)
+        host.generate(spec(model_file, "k"), chat())
+    assert statuses[-2:] == [ModelStatus.UNLOADING, ModelStatus.UNLOADED]
+
+
+def test_a_stream_dropped_in_a_cycle_is_collected_inside_a_locked_section(
+    tmp_path: Path, model_file: Path
+) -> None:
+    host = make_host(tmp_path)
+    host.load(spec(model_file, "m"))
+    gc.disable()  # collect exactly where the test says
+    try:
+        generation = host.stream("m", chat())
+        generation.cycle = generation  # type: ignore[attr-defined]  # tracebacks make cycles easily
+        del generation
+
+        def collect_while_locked() -> None:
+            with host._models._lock:  # any locked section that allocates may run the GC
+                gc.collect()
+
+        assert finishes(collect_while_locked, timeout_s=5)
+    finally:
+        gc.enable()
+    wait_until(lambda: host.model("m").active_requests == 0)
+    host.close()
+
+
+# -- plugin bugs ------------------------------------------------------------------------------
+
+
+class BadProbe(Minimal):
+    @hookimpl
+    def motorpool_probe(self, deep: bool) -> ProbeReport:
+        return "ready"  # type: ignore[return-value]  # the bug under test
+
+    @hookimpl
+    def motorpool_generate(self, model: object, request: object, context: object) -> TextResult:
+        return TEXT
+
+
+class BadMatch(BadProbe):
+    @hookimpl
+    def motorpool_match(self, spec: object, path: object) -> int | None:
+        return "high"  # type: ignore[return-value]  # the bug under test
+
+
+class WorldOnly(Minimal):
+    """Claims chat but can only open sessions, which fail."""
+
+    capabilities = frozenset({Capability.WORLD, Capability.CHAT})
+
+    @hookimpl
+    def motorpool_open_session(
+        self, model: object, config: object, seed: object, context: object
+    ) -> object:
+        raise RuntimeError("CUDA out of memory")
+
+
+class WorldWithoutSessions(BadProbe):
+    capabilities = frozenset({Capability.WORLD, Capability.CHAT})
+
+
+class CleanupFails(Minimal):
+    @hookimpl
+    def motorpool_stream(self, model: object, request: object, context: object) -> object:
+        try:
+            while True:
+                yield TokenEvent(text="x")
+        finally:
+            raise RuntimeError("engine clean-up failed")
+
+
+def test_plugin_bugs_become_typed_errors(tmp_path: Path, model_file: Path) -> None:
+    plugins = {
+        "badprobe": BadProbe(),
+        "badmatch": BadMatch(),
+        "world": WorldOnly(),
+        "nosessions": WorldWithoutSessions(),
+    }
+    with make_host(tmp_path, plugins=plugins) as host:
+        probes = {p.plugin: p for p in host.probe()}
+        assert "not ProbeReport" in (probes["badprobe"].error or "")
+        assert host.load(str(model_file)).plugin == "testengine"  # the bad score is ignored
+        with pytest.raises(EngineFailed, match="neither motorpool_generate nor motorpool_stream"):
+            host.generate(spec(model_file, "w", "world"), chat())
+        with pytest.raises(EngineFailed, match="CUDA out of memory"):
+            host.session(spec(model_file, "w", "world"), seed=SEED)
+        with pytest.raises(EngineFailed, match="implements no motorpool_open_session"):
+            host.session(spec(model_file, "n", "nosessions"), seed=SEED)
+        assert host.model("w").active_requests == 0
+
+
+def test_a_stream_whose_cleanup_fails_still_closes(tmp_path: Path, model_file: Path) -> None:
+    with make_host(tmp_path, plugins={"cleanup": CleanupFails()}) as host:
+        generation = host.stream(spec(model_file, "c", "cleanup"), chat())
+        next(generation)
+        generation.close()
+        assert host.model("c").active_requests == 0
+
+
+class SlowStep:
+    def __init__(self) -> None:
+        self.stepping = threading.Event()
+        self.closed_while_stepping: bool | None = None
+
+    def step(self, control: object) -> FrameBatch:
+        self.stepping.set()
+        time.sleep(0.2)
+        self.stepping.clear()
+        return FrameBatch(frame_id=0, frames=(b"jpeg",), width=8, height=8, generation_ms=1.0)
+
+    def reset(self) -> None: ...
+
+    def set_prompt(self, prompt: str) -> None: ...
+
+    def close(self) -> None:
+        self.closed_while_stepping = self.stepping.is_set()
+
+
+class World(Minimal):
+    capabilities = frozenset({Capability.WORLD})
+
+    def __init__(self) -> None:
+        self.session = SlowStep()
+
+    @hookimpl
+    def motorpool_open_session(
+        self, model: object, config: object, seed: object, context: object
+    ) -> SlowStep:
+        return self.session
+
+
+def test_closing_a_session_waits_for_the_running_step(tmp_path: Path, model_file: Path) -> None:
+    world = World()
+    with make_host(tmp_path, plugins={"world": world}) as host:
+        session = host.session(spec(model_file, "w", "world"), seed=SEED)
+        consumer = threading.Thread(target=lambda: list(session.frames()))
+        consumer.start()
+        assert world.session.stepping.wait(2)
+        session.close()  # e.g. the client went away
+        consumer.join(2)
+        assert world.session.closed_while_stepping is False
+
+
+def test_an_invalid_repo_id_is_a_client_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with make_host(tmp_path) as host, pytest.raises(MotorpoolError) as info:
+        host.load("testengine:owner/na..me")
+    assert info.value.is_client_error
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "a" * 300, "hi"),  # too long for a path
+        ("run", "~nosuchuser/m.gguf", "hi"),  # an unknown home folder
+    ],
+)
+def test_odd_model_names_are_clean_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = motorpool(*args, home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_missing_folder(tmp_path: Path, model_file: Path) -> None:
+    out = tmp_path / "no" / "such" / "x.png"
+    result = motorpool(
+        "run",
+        f"testengine-generate-only:{model_file}",
+        "cat",
+        "-o",
+        str(out),
+        home=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot write {out}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("models.toml", b'[models.x]\nsource = "\xff\xfe"\n'),
+        ("config.toml", b"keep_alive_s = = 3\n"),
+    ],
+)
+def test_unreadable_settings_files(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    result = motorpool("plugins", home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_a_load_exits(tmp_path: Path, model_file: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTORPOOL_")}
+    process = subprocess.Popen(
+        [str(MOTORPOOL), "run", str(model_file), "hi", "--option", "load_delay_s=20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**env, "MOTORPOOL_HOME": str(tmp_path), "MOTORPOOL_LOG_LEVEL": "info"},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until the load has started
+        if b"loading model" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("`motorpool run` hangs after Ctrl-C during a load")
+    assert process.returncode != 0
