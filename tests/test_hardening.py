@@ -20,15 +20,16 @@ from motorpool.errors import (
     Cancelled,
     EngineFailed,
     HostClosing,
-    MemoryBudgetExceeded,
     MotorpoolError,
 )
 from motorpool.types import (
     Capability,
+    ErrorEvent,
     FinishReason,
     FrameBatch,
     HostEvent,
     HostModelEvent,
+    ImageRequest,
     ModelSpec,
     ModelStatus,
     ProbeReport,
@@ -52,9 +53,10 @@ TEXT = TextResult(
 )
 
 
-def make_host(tmp_path: Path, plugins: dict[str, object] | None = None, **settings: object) -> Host:
+def make_host(tmp_path: Path, extra: dict[str, object] | None = None, **settings: object) -> Host:
+    """A host with the test engine (``settings`` override) and ``extra`` plugin objects."""
     options: dict[str, object] = {"home": tmp_path, "plugins": "testengine", "keep_alive_s": -1}
-    return Host(Settings.model_validate({**options, **settings}), plugins=plugins)
+    return Host(Settings.model_validate({**options, **settings}), plugins=extra)
 
 
 def spec(model_file: Path, name: str, plugin: str = "testengine", **options: object) -> ModelSpec:
@@ -154,7 +156,7 @@ def test_an_interrupted_load_does_not_stick(tmp_path: Path, model_file: Path) ->
 
 def test_a_load_that_ignores_cancel_is_unloaded_by_close(tmp_path: Path, model_file: Path) -> None:
     gated = GatedLoad()
-    host = make_host(tmp_path, plugins={"gated": gated})
+    host = make_host(tmp_path, extra={"gated": gated})
     outcome: list[object] = []
     loader = threading.Thread(
         target=lambda: outcome_of(lambda: host.load(spec(model_file, "g", "gated")), outcome)
@@ -207,20 +209,26 @@ def test_cancel_reaches_a_request_waiting_for_its_model(tmp_path: Path, model_fi
         assert isinstance(outcome[0], Cancelled)
 
 
-def test_an_unloading_model_holds_its_memory(tmp_path: Path, model_file: Path) -> None:
+def test_a_load_waits_while_an_unloading_model_holds_the_memory(
+    tmp_path: Path, model_file: Path
+) -> None:
     with make_host(tmp_path, memory_budget=1000) as host:
-        busy = host.stream(
-            spec(model_file, "a", memory_bytes=600, token_delay_s=0.01), chat(max_tokens=500)
-        )
+        slow = spec(model_file, "a", memory_bytes=600, token_delay_s=0.01)
+        busy = host.stream(slow, chat(max_tokens=500))
         next(busy)
         unloader = threading.Thread(target=lambda: host.unload("a"))
         unloader.start()  # waits for the request on 'a'
         wait_until(lambda: host.model("a").status is ModelStatus.UNLOADING)
-        with pytest.raises(MemoryBudgetExceeded, match=r"a \(unloading\)"):
-            host.load(spec(model_file, "b", memory_bytes=600))
+        loader = threading.Thread(target=lambda: host.load(spec(model_file, "b", memory_bytes=600)))
+        loader.start()
+        wait_until(lambda: "b" in {m.id for m in host.models()})
+        time.sleep(0.1)
+        # 'b' waits: loading it now would hold 1200 bytes of a 1000-byte budget
+        assert host.model("b").status is ModelStatus.LOADING
         busy.close()
         unloader.join(5)
-        assert host.load(spec(model_file, "b", memory_bytes=600)).status is ModelStatus.READY
+        loader.join(5)
+        assert [(m.id, m.status) for m in host.models()] == [("b", ModelStatus.READY)]
 
 
 def test_idle_unloads_publish_unloading_then_unloaded(tmp_path: Path, model_file: Path) -> None:
@@ -310,21 +318,23 @@ def test_plugin_bugs_become_typed_errors(tmp_path: Path, model_file: Path) -> No
         "world": WorldOnly(),
         "nosessions": WorldWithoutSessions(),
     }
-    with make_host(tmp_path, plugins=plugins) as host:
+    with make_host(tmp_path, extra=plugins) as host:
         probes = {p.plugin: p for p in host.probe()}
         assert "not ProbeReport" in (probes["badprobe"].error or "")
         assert host.load(str(model_file)).plugin == "testengine"  # the bad score is ignored
-        with pytest.raises(EngineFailed, match="neither motorpool_generate nor motorpool_stream"):
+        with pytest.raises(
+            EngineFailed, match="implements none of motorpool_generate, motorpool_stream"
+        ):
             host.generate(spec(model_file, "w", "world"), chat())
         with pytest.raises(EngineFailed, match="CUDA out of memory"):
             host.session(spec(model_file, "w", "world"), seed=SEED)
-        with pytest.raises(EngineFailed, match="implements no motorpool_open_session"):
+        with pytest.raises(EngineFailed, match="implements none of motorpool_open_session"):
             host.session(spec(model_file, "n", "nosessions"), seed=SEED)
         assert host.model("w").active_requests == 0
 
 
 def test_a_stream_whose_cleanup_fails_still_closes(tmp_path: Path, model_file: Path) -> None:
-    with make_host(tmp_path, plugins={"cleanup": CleanupFails()}) as host:
+    with make_host(tmp_path, extra={"cleanup": CleanupFails()}) as host:
         generation = host.stream(spec(model_file, "c", "cleanup"), chat())
         next(generation)
         generation.close()
@@ -365,7 +375,7 @@ class World(Minimal):
 
 def test_closing_a_session_waits_for_the_running_step(tmp_path: Path, model_file: Path) -> None:
     world = World()
-    with make_host(tmp_path, plugins={"world": world}) as host:
+    with make_host(tmp_path, extra={"world": world}) as host:
         session = host.session(spec(model_file, "w", "world"), seed=SEED)
         consumer = threading.Thread(target=lambda: list(session.frames()))
         consumer.start()
@@ -450,3 +460,81 @@ def test_ctrl_c_during_a_load_exits(tmp_path: Path, model_file: Path) -> None:
         process.kill()
         pytest.fail("`motorpool run` hangs after Ctrl-C during a load")
     assert process.returncode != 0
+
+
+class CountsStepsAfterUnload(Minimal):
+    """An engine that counts steps taken after its model was unloaded (freed memory)."""
+
+    capabilities = frozenset({Capability.CHAT, Capability.WORLD})
+
+    def __init__(self) -> None:
+        self.freed = False
+        self.steps_after_free = 0
+
+    @hookimpl
+    def motorpool_unload(self, model: object) -> None:
+        self.freed = True
+
+    @hookimpl
+    def motorpool_stream(self, model: object, request: object, context: object) -> object:
+        while True:
+            self.steps_after_free += self.freed
+            yield TokenEvent(text="x")
+
+    @hookimpl
+    def motorpool_open_session(
+        self, model: object, config: object, seed: object, context: object
+    ) -> SlowStep:
+        engine = self
+
+        class Counting(SlowStep):
+            def step(self, control: object) -> FrameBatch:
+                engine.steps_after_free += engine.freed
+                return FrameBatch(
+                    frame_id=0, frames=(b"jpeg",), width=8, height=8, generation_ms=0.0
+                )
+
+        return Counting()
+
+
+def test_no_engine_step_after_close_unloaded_a_paused_stream(
+    tmp_path: Path, model_file: Path
+) -> None:
+    engine = CountsStepsAfterUnload()
+    host = make_host(tmp_path, extra={"engine": engine})
+    generation = host.stream(spec(model_file, "e", "engine"), chat())
+    next(generation)  # paused mid-stream
+    host.close(wait_s=0.2)  # gives up waiting and unloads the model
+    assert engine.freed
+    assert isinstance(list(generation)[-1], ErrorEvent)  # the reader carries on: cancelled
+    session_engine = CountsStepsAfterUnload()
+    host = make_host(tmp_path, extra={"engine": session_engine})
+    session = host.session(spec(model_file, "w", "engine"), seed=SEED)
+    host.close(wait_s=0.2)
+    with pytest.raises(Cancelled):
+        session.step()
+    assert engine.steps_after_free == session_engine.steps_after_free == 0
+
+
+def test_gc_of_a_dropped_generate_only_stream_inside_a_locked_section(
+    tmp_path: Path, model_file: Path
+) -> None:
+    host = make_host(tmp_path, plugins="testengine-generate-only")
+    host.subscribe(lambda _event: host.models())  # a listener that reads host state
+    slow = spec(model_file, "g", "testengine-generate-only", step_delay_s=0.3)
+    gc.disable()
+    try:
+        generation = host.stream(slow, ImageRequest(prompt="x", steps=20))
+        next(generation)  # the worker thread is inside motorpool_generate
+        generation.cycle = generation  # type: ignore[attr-defined]  # any reference cycle
+        del generation
+
+        def collect_while_locked() -> None:
+            with host._models._lock:
+                gc.collect()
+
+        assert finishes(collect_while_locked, timeout_s=5)
+    finally:
+        gc.enable()
+    wait_until(lambda: host.model("g").active_requests == 0)  # freed once the engine stops
+    host.close()

@@ -85,14 +85,7 @@ def _check_plugin(host: Host, name: str) -> CheckResult:
             started = time.perf_counter()
             host.unload(info.id)
             seconds[stage] = time.perf_counter() - started
-        except MotorpoolError as exc:
-            return CheckResult(plugin=name, ok=False, stage=stage, error=str(exc), seconds=seconds)
         except Exception as exc:  # noqa: BLE001 - a plugin bug is reported; the others still run
-            return CheckResult(
-                plugin=name,
-                ok=False,
-                stage=stage,
-                error=f"{type(exc).__name__}: {exc}",
-                seconds=seconds,
-            )
+            error = str(exc) if isinstance(exc, MotorpoolError) else f"{type(exc).__name__}: {exc}"
+            return CheckResult(plugin=name, ok=False, stage=stage, error=error, seconds=seconds)
     return CheckResult(plugin=name, ok=True, stage="done", seconds=seconds)

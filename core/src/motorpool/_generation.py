@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterator
 
 import structlog
@@ -47,11 +48,34 @@ class Run:
     def __exit__(self, *_exc: object) -> None:
         self.end()
 
+    @property
+    def ended(self) -> bool:
+        """True once the slot and the model were given back (or are being given back)."""
+        return self._ended
+
     def end(self) -> None:
-        """Give back the slot (or queue place) and the model, once."""
+        """Give back the slot (or queue place) and the model, once.
+
+        While a worker thread still runs the engine for this request, the slot is held
+        until it finishes; the wait happens on a helper thread, never on the caller's.
+        """
         if self._ended:
             return
         self._ended = True
+        worker = self.progress.worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            self.context.cancel()
+            threading.Thread(
+                target=self._release_after, args=(worker,), name="motorpool-run-end", daemon=True
+            ).start()
+            return
+        self._release()
+
+    def _release_after(self, worker: threading.Thread) -> None:
+        worker.join()
+        self._release()
+
+    def _release(self) -> None:
         self.ticket.release()
         self._on_end()
 
@@ -105,7 +129,9 @@ class Generation:
 
     def __del__(self) -> None:
         # A stream dropped without being exhausted or closed must not hold its model.
-        self.close()
+        # This may run on any thread, inside any locked section: nothing here blocks.
+        if not self._run.ended:
+            self.close()
 
 
 def _guarded(run: Run) -> Generator[StreamEvent]:

@@ -145,7 +145,6 @@ class Host:
 
     def unload(self, model_id: str) -> None:
         """Unload a model after its running requests finish; cancels a load in progress."""
-        self._models.info(model_id)  # UnknownModel for a name the host does not know
         self._models.unload(model_id)
 
     def cancel_load(self, model_id: str) -> bool:
@@ -211,11 +210,6 @@ class Host:
         entry = self._admit(spec, plugin, context)
         try:
             ready = _ready(entry, Capability.WORLD)
-            if not plugin.implements("motorpool_open_session"):
-                raise EngineFailed(
-                    f"plugin {plugin.name!r} declares {Capability.WORLD.value} but implements "
-                    "no motorpool_open_session"
-                )
             ticket = ready.slots.acquire(entry.id, context.cancel_event)
         except BaseException:
             self._end(entry, session_id)
@@ -261,11 +255,6 @@ class Host:
         entry = self._admit(spec, plugin, context)
         try:
             ready = _ready(entry, required_capability(request))
-            if not plugin.implements_any("motorpool_generate", "motorpool_stream"):
-                raise EngineFailed(
-                    f"plugin {plugin.name!r} declares {required_capability(request).value} but "
-                    "implements neither motorpool_generate nor motorpool_stream"
-                )
             ticket = ready.slots.reserve(entry.id)  # a busy or full model raises here
         except BaseException:
             self._end(entry, run_id)
@@ -353,7 +342,12 @@ class Host:
         self.close()
 
 
+_RUN_HOOKS = {Capability.WORLD: ("motorpool_open_session",)}
+_DEFAULT_RUN_HOOKS = ("motorpool_generate", "motorpool_stream")
+
+
 def _ready(entry: ModelEntry, capability: Capability) -> Ready:
+    """The ready state of a model that can do ``capability``, or a typed error why not."""
     state = entry.state
     if not isinstance(state, Ready):
         raise ModelNotReady(f"{entry.id} is {STATUS[type(state)].value}")
@@ -362,5 +356,11 @@ def _ready(entry: ModelEntry, capability: Capability) -> Ready:
         raise UnsupportedCapability(
             f"{entry.id} cannot do {capability.value}; it can do: {can}",
             hint="send a request that matches the model, or choose another model",
+        )
+    hooks = _RUN_HOOKS.get(capability, _DEFAULT_RUN_HOOKS)
+    if not entry.plugin.implements_any(*hooks):  # a plugin bug: it declares what it cannot run
+        raise EngineFailed(
+            f"plugin {entry.plugin.name!r} declares {capability.value} but implements "
+            f"none of {', '.join(hooks)}"
         )
     return state

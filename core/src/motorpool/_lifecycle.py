@@ -28,6 +28,7 @@ from motorpool.errors import (
     HostClosing,
     InvalidRequest,
     LoadFailed,
+    MemoryBudgetExceeded,
     MotorpoolError,
     UnknownModel,
 )
@@ -209,7 +210,7 @@ class Models:
         source = resolve(entry.spec, model_dirs=self.settings.model_dirs, context=context)
         estimate = plugin.estimate_memory(source)
         estimate = source.size_bytes() if estimate is None else estimate
-        for victim in self._reserve(entry, estimate):
+        for victim in self._make_room(entry, estimate, context):
             self._finish_unload(victim)
         context.raise_if_cancelled()
         loaded = plugin.load(source, context)
@@ -222,6 +223,24 @@ class Models:
             loaded.max_concurrency, max_waiting=self.settings.max_queue, exclusive=loaded.exclusive
         )
         return Ready(loaded, loaded.memory_bytes or estimate, slots)
+
+    def _make_room(self, entry: ModelEntry, needed: int, context: Context) -> list[ModelEntry]:
+        """Reserve ``needed`` bytes; while models that are unloading hold the memory, wait."""
+        while True:
+            try:
+                return self._reserve(entry, needed)
+            except MemoryBudgetExceeded:
+                with self._lock:
+                    leaving = [
+                        e.state.done
+                        for e in self._entries.values()
+                        if isinstance(e.state, Unloading)
+                    ]
+                if not leaving:
+                    raise
+            while not any(done.is_set() for done in leaving):
+                context.raise_if_cancelled()
+                leaving[0].wait(_WAIT_POLL_S)
 
     def _reserve(self, entry: ModelEntry, needed: int) -> list[ModelEntry]:
         """Hold ``needed`` bytes for a load, marking idle models to evict (LRU) if required."""
@@ -258,7 +277,9 @@ class Models:
         if unload_now:
             self._finish_unload(entry)
 
-    def unload(self, model_id: str, *, wait_s: float | None = None) -> None:
+    def unload(
+        self, model_id: str, *, wait_s: float | None = None, missing_ok: bool = False
+    ) -> None:
         """Unload a model after its running requests finish; cancels a load in progress.
 
         ``wait_s`` bounds the waits (shutdown): for a load to stop, for requests to end;
@@ -266,11 +287,15 @@ class Models:
         is left to finish on its own thread (its result is then dropped).
         """
         deadline = None if wait_s is None else time.monotonic() + wait_s
+        first_look = True
         while True:
             with self._lock:
                 entry = self._entries.get(model_id)
                 if entry is None:
-                    return
+                    if first_look and not missing_ok:
+                        self._entry(model_id)  # raises UnknownModel, naming the loaded ones
+                    return  # gone, or went away while we waited
+                first_look = False
                 match entry.state:
                     case Ready(model=loaded, memory=memory):
                         entry.state = Unloading(loaded, memory)
@@ -339,7 +364,7 @@ class Models:
         with self._lock:
             ids = list(self._entries)
         for model_id in ids:
-            self.unload(model_id, wait_s=max(0.0, deadline - time.monotonic()))
+            self.unload(model_id, wait_s=max(0.0, deadline - time.monotonic()), missing_ok=True)
         if self._reaper is not None:
             self._reaper.join()
 
@@ -386,7 +411,7 @@ class Models:
             self._reaper = threading.Thread(
                 target=self._reap, name="motorpool-keep-alive", daemon=True
             )
-        self._reaper.start()
+            self._reaper.start()  # under the lock: close() never sees it unstarted
 
     def _reap(self) -> None:
         while not self._closing.wait(_REAP_INTERVAL_S):

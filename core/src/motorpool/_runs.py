@@ -81,6 +81,8 @@ class RunProgress:
         self.observe = observe
         self.streaming = streaming
         self.events: queue.SimpleQueue[ProgressEvent | _Finished] = queue.SimpleQueue()
+        self.worker: threading.Thread | None = None
+        """The thread running a generate-only plugin for a stream, while it runs."""
 
     def put(self, event: ProgressEvent) -> None:
         """The context's progress sink."""
@@ -123,6 +125,7 @@ def run_events(
     events = guarded(plugin, lambda: plugin.stream(model, request, context))
     try:
         while True:
+            context.raise_if_cancelled()  # never step the engine once cancelled
             event = guarded(plugin, lambda: next(events, None))
             yield from _drain(progress)
             if context.cancelled:
@@ -174,6 +177,7 @@ def _generate_in_thread(
             progress.events.put(_Finished(result, None))
 
     worker = threading.Thread(target=work, name=f"motorpool-run-{context.id}", daemon=True)
+    progress.worker = worker
     worker.start()
     try:
         while True:
@@ -183,15 +187,17 @@ def _generate_in_thread(
             if isinstance(item, ProgressEvent):
                 yield item
                 continue
+            worker.join()  # it has handed over its outcome and is ending: a short wait
             if item.error is not None:
                 raise item.error
             assert item.result is not None
             yield ResultEvent(result=item.result)
             return
     finally:
-        if worker.is_alive():
-            context.cancel()  # the consumer went away: the plugin stops at its next check
-            worker.join()
+        # If the reader went away, the engine stops at its next check. Nobody waits for
+        # it here (this may be the garbage collector's thread): the run keeps its slot
+        # until the worker is done (see Run.end).
+        context.cancel()
 
 
 def guarded(plugin: Plugin, call: Callable[[], T]) -> T:

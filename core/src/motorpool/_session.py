@@ -89,7 +89,7 @@ class Session:
             control = ControlInput(buttons=self._held.buttons)
         self._held = control
         with self._engine_lock:
-            if self._closed:
+            if self._closed or self._context.cancelled:  # closed, or the host shut down
                 raise Cancelled(f"session {self.id} is closed")
             if reset:
                 self._engine.reset()
@@ -106,7 +106,7 @@ class Session:
             try:
                 batch = self.step()
             except Cancelled:
-                if self._closed:  # closed from another thread between two steps
+                if self._closed or self._context.cancelled:  # ended between two steps
                     return
                 raise
             if self.config.fps_cap is not None:

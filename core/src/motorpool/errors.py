@@ -7,6 +7,7 @@ Plugins raise them too: ``InvalidModel`` for a file that is not what they load,
 
 from __future__ import annotations
 
+from functools import cache
 from typing import ClassVar
 
 from motorpool.types._base import ErrorInfo
@@ -62,17 +63,17 @@ class MotorpoolError(Exception):
     @classmethod
     def from_info(cls, info: ErrorInfo) -> MotorpoolError:
         """Rebuild the typed error from its wire form (unknown codes stay generic)."""
-        for subclass in _all_subclasses(MotorpoolError):
-            if subclass.code == info.code:
-                return subclass(info.message, hint=info.hint)
-        return MotorpoolError(info.message, hint=info.hint)
+        return _by_code().get(info.code, MotorpoolError)(info.message, hint=info.hint)
 
 
-def _all_subclasses(cls: type[MotorpoolError]) -> list[type[MotorpoolError]]:
-    found: list[type[MotorpoolError]] = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_all_subclasses(sub))
+@cache
+def _by_code() -> dict[str, type[MotorpoolError]]:
+    found: dict[str, type[MotorpoolError]] = {}
+    pending = [MotorpoolError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.setdefault(sub.code, sub)
+            pending.append(sub)
     return found
 
 
