@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +52,25 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
+
+
+class Background:
+    """A call running on its own thread; ``outcome`` is its result or what it raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.outcome: object = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.outcome = self._call()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what was raised
+            self.outcome = exc
+
+    def join(self, timeout_s: float = 5.0) -> object:
+        """Wait for the call; fail the test if it is still running after ``timeout_s``."""
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the call is still running"
+        return self.outcome

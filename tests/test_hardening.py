@@ -42,7 +42,7 @@ from motorpool.types import (
 from motorpool_testengine._png import encode_png
 from motorpool_testengine.plugin import write_model
 
-from tests.support import MOTORPOOL, chat, motorpool, wait_until
+from tests.support import MOTORPOOL, Background, chat, motorpool, wait_until
 
 SEED = SeedFrame(image=encode_png(8, 8))
 TEXT = TextResult(
@@ -70,13 +70,6 @@ def finishes(target: Callable[[], object], timeout_s: float = 10.0) -> bool:
     thread.start()
     thread.join(timeout_s)
     return not thread.is_alive()
-
-
-def outcome_of(call: Callable[[], object], into: list[object]) -> None:
-    try:
-        into.append(call())
-    except (MotorpoolError, KeyboardInterrupt) as exc:
-        into.append(exc)
 
 
 @pytest.fixture
@@ -157,38 +150,28 @@ def test_an_interrupted_load_does_not_stick(tmp_path: Path, model_file: Path) ->
 def test_a_load_that_ignores_cancel_is_unloaded_by_close(tmp_path: Path, model_file: Path) -> None:
     gated = GatedLoad()
     host = make_host(tmp_path, extra={"gated": gated})
-    outcome: list[object] = []
-    loader = threading.Thread(
-        target=lambda: outcome_of(lambda: host.load(spec(model_file, "g", "gated")), outcome)
-    )
-    loader.start()
+    loader = Background(lambda: host.load(spec(model_file, "g", "gated")))
     assert gated.entered.wait(5)
-    closer = threading.Thread(target=host.close)
-    closer.start()
+    closer = Background(host.close)
     time.sleep(0.1)
     gated.release.set()  # the engine finishes despite the cancel
-    closer.join(5)
-    loader.join(5)
+    closer.join()
+    assert isinstance(loader.join(), Cancelled)
     assert host.models() == []
     assert gated.unloaded  # its memory was given back
-    assert isinstance(outcome[0], Cancelled)
 
 
 def test_a_closing_host_takes_no_new_work(tmp_path: Path, model_file: Path) -> None:
     host = make_host(tmp_path)
     slow = spec(model_file, "slow", load_delay_s=3)
-    outcome: list[object] = []
-    threading.Thread(target=lambda: outcome_of(lambda: host.load(slow), outcome)).start()
+    loader = Background(lambda: host.load(slow))
     wait_until(lambda: bool(host.models()))
-    waiter = threading.Thread(
-        target=lambda: outcome_of(lambda: host.generate(slow, chat()), outcome)
-    )
-    waiter.start()
+    waiter = Background(lambda: host.generate(slow, chat()))
     time.sleep(0.05)
     host.close()
-    waiter.join(5)
+    assert isinstance(loader.join(), Cancelled)
+    assert isinstance(waiter.join(), Cancelled | HostClosing)
     assert host.models() == []
-    assert all(isinstance(o, Cancelled | HostClosing) for o in outcome), outcome
     with pytest.raises(HostClosing):
         host.load(spec(model_file, "late"))
 
@@ -199,14 +182,9 @@ def test_a_closing_host_takes_no_new_work(tmp_path: Path, model_file: Path) -> N
 def test_cancel_reaches_a_request_waiting_for_its_model(tmp_path: Path, model_file: Path) -> None:
     with make_host(tmp_path) as host:
         slow = spec(model_file, "slow", load_delay_s=0.5)
-        outcome: list[object] = []
-        worker = threading.Thread(
-            target=lambda: outcome_of(lambda: host.generate(slow, chat(), request_id="j"), outcome)
-        )
-        worker.start()
+        worker = Background(lambda: host.generate(slow, chat(), request_id="j"))
         wait_until(lambda: host.cancel("j"))
-        worker.join(5)
-        assert isinstance(outcome[0], Cancelled)
+        assert isinstance(worker.join(), Cancelled)
 
 
 def test_a_load_waits_while_an_unloading_model_holds_the_memory(

@@ -47,7 +47,7 @@ from motorpool_testengine._png import encode_png, png_size
 from motorpool_testengine.plugin import write_model
 from pydantic import ValidationError
 
-from tests.support import chat, wait_until
+from tests.support import Background, chat, wait_until
 
 PLUGINS = "testengine,testengine-generate-only"
 
@@ -247,20 +247,9 @@ def test_cancel_stream_stops_within_one_token(host: Host, model_file: Path) -> N
 def test_cancel_by_request_id_from_another_thread(host: Host, model_file: Path) -> None:
     slow = spec(model_file, "slow", token_delay_s=0.01)
     host.load(slow)
-    outcome: list[BaseException | object] = []
-
-    def work() -> None:
-        try:
-            outcome.append(host.generate("slow", chat(max_tokens=10_000), request_id="r-1"))
-        except Cancelled as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = Background(lambda: host.generate("slow", chat(max_tokens=10_000), request_id="r-1"))
     wait_until(lambda: host.cancel("r-1"))
-    worker.join(5)
-    assert not worker.is_alive()
-    assert isinstance(outcome[0], Cancelled)
+    assert isinstance(worker.join(), Cancelled)
     assert not host.cancel("r-1")  # finished requests are forgotten
 
 
@@ -426,19 +415,8 @@ def test_dropped_streams_and_sessions_release_their_model(host: Host, model_file
 
 
 def test_cancel_a_slow_load(host: Host, model_file: Path) -> None:
-    errors: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            host.load(spec(model_file, "slow-load", load_delay_s=30))
-        except Cancelled as exc:
-            errors.append(exc)
-
-    loader = threading.Thread(target=load)
-    loader.start()
+    loader = Background(lambda: host.load(spec(model_file, "slow-load", load_delay_s=30)))
     wait_until(lambda: host.cancel_load("slow-load"))
-    loader.join(5)
-    assert not loader.is_alive()
-    assert len(errors) == 1
+    assert isinstance(loader.join(), Cancelled)
     assert host.models() == []  # a cancelled load leaves nothing behind
     assert host.load(spec(model_file, "slow-load", load_delay_s=0.05)).status is ModelStatus.READY
