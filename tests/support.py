@@ -16,8 +16,13 @@ MOTORPOOL = Path(sys.executable).with_name("motorpool")
 
 
 def motorpool(
-    *args: str, home: Path, env: dict[str, str] | None = None, check: bool = True
+    *args: str,
+    home: Path,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the ``motorpool`` console script with ``MOTORPOOL_HOME=home`` (in ``home``)."""
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("MOTORPOOL_")
     }
@@ -27,7 +32,7 @@ def motorpool(
         capture_output=True,
         text=True,
         env=environment,
-        cwd=home,
+        cwd=cwd or home,
         timeout=60,
         check=False,
     )

@@ -158,3 +158,35 @@ def test_help_is_fast_to_reach_and_lists_commands(tmp_path: Path) -> None:
     commands = motorpool("--help", home=tmp_path).stdout
     for name in ("plugins", "probe", "run", "ps", "check"):
         assert name in commands
+
+
+def test_models_lists_aliases_and_relative_sources_follow_the_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    write_model(home / "weights" / "tiny.mptest.json")
+    (home / "models.toml").write_text(
+        '[models.tiny]\nsource = "./weights/tiny.mptest.json"\npreload = true\n'
+        "[models.tiny.options]\nmax_concurrency = 2\n"
+        '[models.hub]\nplugin = "testengine"\nsource = "org/model"\npinned = true\n',
+        encoding="utf-8",
+    )
+    table = motorpool("models", home=home).stdout.splitlines()
+    assert table[0].split() == ["ALIAS", "PLUGIN", "SOURCE", "OPTIONS", "FLAGS"]
+    assert table[2].split() == ["hub", "testengine", "org/model", "pinned"]
+    assert table[1].split() == [
+        "tiny",
+        "(auto)",
+        str(home / "weights" / "tiny.mptest.json"),
+        "max_concurrency=2",
+        "preload",
+    ]
+    specs = json.loads(motorpool("models", "--json", home=home).stdout)
+    assert [s["name"] for s in specs] == ["tiny", "hub"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = motorpool("run", "tiny", "hi", "--max-tokens", "2", home=home, cwd=elsewhere)
+    assert ran.stdout.strip()  # the relative source was found from another folder
+
+
+def test_models_without_a_models_file(tmp_path: Path) -> None:
+    assert "no models defined in" in motorpool("models", home=tmp_path).stdout

@@ -8,7 +8,7 @@ import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from pydantic import ValidationError
@@ -158,6 +158,14 @@ def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
     return ContextProgress
 
 
+def _relative_to(folder: Path, source: str) -> str:
+    """A relative local path in the models file means relative to the file, not the cwd."""
+    if source.startswith(HUB_PREFIX) or Path(source).expanduser().is_absolute():
+        return source
+    candidate = folder / source
+    return str(candidate) if source.startswith(".") or candidate.exists() else source
+
+
 def load_models_file(path: Path) -> Mapping[str, ModelSpec]:
     """Read ``[models.<alias>]`` tables; a missing file is an empty mapping.
 
@@ -175,9 +183,14 @@ def load_models_file(path: Path) -> Mapping[str, ModelSpec]:
     if not isinstance(tables, dict):
         raise InvalidRequest(f"{path}: `models` must be a table of [models.<alias>] tables")
     specs: dict[str, ModelSpec] = {}
-    for alias, table in tables.items():  # pyright: ignore[reportUnknownVariableType]  # TOML is untyped
+    for alias, table in cast("dict[str, object]", tables).items():
+        if not isinstance(table, dict):
+            raise InvalidRequest(f"{path}: model {alias!r} is invalid: it must be a table")
+        fields = dict(cast("dict[str, object]", table))
+        if isinstance(source := fields.get("source"), str):
+            fields["source"] = _relative_to(path.parent, source)
         try:
-            specs[str(alias)] = ModelSpec.model_validate({**table, "name": alias})  # pyright: ignore[reportUnknownArgumentType]
-        except (ValidationError, TypeError) as exc:
+            specs[alias] = ModelSpec.model_validate({**fields, "name": alias})
+        except ValidationError as exc:
             raise InvalidRequest(f"{path}: model {alias!r} is invalid: {exc}") from exc
     return specs

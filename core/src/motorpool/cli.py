@@ -377,6 +377,33 @@ def _progress_bars(*, enabled: bool) -> Generator[Callable[[ProgressEvent], None
 
 @main.command()
 @json_option
+def models(as_json: bool) -> None:
+    """List the model aliases of the models file (MOTORPOOL_MODELS_FILE)."""
+    with _host() as host:
+        aliases = host.aliases
+        if as_json:
+            _print_json(list(aliases.values()))
+            return
+        if not aliases:
+            click.echo(f"no models defined in {host.settings.models_path}")
+            return
+        rows = [
+            [
+                alias,
+                spec.plugin or "(auto)",
+                spec.source,
+                " ".join(f"{k}={v}" for k, v in spec.options.items()),
+                " ".join(
+                    name for name, on in (("pinned", spec.pinned), ("preload", spec.preload)) if on
+                ),
+            ]
+            for alias, spec in aliases.items()
+        ]
+        _table(["alias", "plugin", "source", "options", "flags"], rows)
+
+
+@main.command()
+@json_option
 def ps(as_json: bool) -> None:
     """Load the models marked preload in the models file and show every model's state."""
     from motorpool.errors import MotorpoolError  # noqa: PLC0415
