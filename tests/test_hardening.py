@@ -516,3 +516,54 @@ def test_gc_of_a_dropped_generate_only_stream_inside_a_locked_section(
         gc.enable()
     wait_until(lambda: host.model("g").active_requests == 0)  # freed once the engine stops
     host.close()
+
+
+class BrokenStep(SlowStep):
+    def step(self, control: object) -> FrameBatch:
+        raise RuntimeError("CUDA error: illegal memory access")
+
+
+class BrokenWorld(Minimal):
+    capabilities = frozenset({Capability.WORLD})
+
+    @hookimpl
+    def motorpool_open_session(
+        self, model: object, config: object, seed: object, context: object
+    ) -> SlowStep:
+        return BrokenStep()
+
+
+def test_an_engine_error_in_a_session_step_is_typed(tmp_path: Path, model_file: Path) -> None:
+    with make_host(tmp_path, extra={"world": BrokenWorld()}) as host:
+        with host.session(spec(model_file, "w", "world"), seed=SEED) as session:
+            with pytest.raises(EngineFailed, match="illegal memory access"):
+                session.step()
+            with pytest.raises(EngineFailed):
+                next(session.frames())
+        assert host.model("w").active_requests == 0
+
+
+def test_an_empty_model_name(tmp_path: Path) -> None:
+    with make_host(tmp_path) as host, pytest.raises(MotorpoolError):
+        host.spec("")
+    for args in (("run", "", "hi"), ("run", "", "hi", "--plugin", "testengine")):
+        result = motorpool(*args, home=tmp_path, check=False)
+        assert result.returncode == 2  # a usage error
+        assert "MODEL" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stop", ["unload", "cancel_load"])
+def test_requests_waiting_for_a_stopped_load_do_not_restart_it(
+    tmp_path: Path, model_file: Path, stop: str
+) -> None:
+    with make_host(tmp_path) as host:
+        slow = spec(model_file, "s", load_delay_s=30)
+        loader = Background(lambda: host.load(slow))
+        wait_until(lambda: bool(host.models()))
+        waiter = Background(lambda: host.generate(slow, chat()))
+        time.sleep(0.1)  # the request now waits for the load
+        getattr(host, stop)("s")
+        assert isinstance(loader.join(), Cancelled)
+        assert isinstance(waiter.join(), Cancelled)
+        assert host.models() == []

@@ -101,10 +101,9 @@ class Models:
         ``cancel`` stops a wait for someone else's load (the load itself goes on).
         """
         model_id = model_id_of(spec, plugin)
-        waited = False  # after a load we ran or waited for, a failure is final for this call
         while True:
             loading: ModelEntry | None = None
-            pending: threading.Event | None = None
+            awaited: Loading | Unloading | None = None
             with self._lock:
                 if self._closing.is_set():
                     raise HostClosing("the host is shutting down", hint="retry on another host")
@@ -115,22 +114,19 @@ class Models:
                         entry.users += admit
                         entry.last_used = time.monotonic()
                         return entry
-                    case Failed(error=error) if waited:
-                        raise error
-                    case Loading(done=done) | Unloading(done=done):
-                        pending = done
-                    case _:
+                    case Loading() | Unloading() as state:
+                        awaited = state
+                    case _:  # unknown, or an earlier load failed: (re)load it
                         loading = self._begin_load(model_id, spec, plugin, on_progress)
-            if pending is not None:
-                while not pending.wait(_WAIT_POLL_S if cancel is not None else None):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled(f"cancelled while {model_id} was loading")
-            elif loading is not None:
+            if loading is not None:
                 self._bus.publish(HostModelEvent(model=self._info(loading)))
                 error = self._run_load(loading)
                 if error is not None:
                     raise error
-            waited = True
+            elif awaited is not None:
+                _wait(awaited.done, cancel, model_id)
+                if isinstance(awaited, Loading) and awaited.failure:
+                    raise awaited.failure[0]  # the load we waited for failed or was cancelled
 
     def _begin_load(
         self,
@@ -191,6 +187,8 @@ class Models:
             with self._lock:
                 entry.state = new_state
                 entry.last_used = time.monotonic()
+                if isinstance(new_state, Failed):
+                    loading.failure.append(new_state.error)
                 info = self._info(entry)
                 forget = isinstance(new_state, Failed) and new_state.error.is_client_error
                 if forget and self._entries.get(entry.id) is entry:
@@ -419,6 +417,13 @@ class Models:
                 self.unload_idle()
             except Exception:
                 log.exception("idle unload failed")
+
+
+def _wait(done: threading.Event, cancel: threading.Event | None, model_id: str) -> None:
+    """Wait for someone else's load or unload; a cancelled request stops waiting."""
+    while not done.wait(_WAIT_POLL_S if cancel is not None else None):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled while waiting for {model_id}")
 
 
 def model_id_of(spec: ModelSpec, plugin: Plugin) -> str:

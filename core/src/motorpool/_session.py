@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from motorpool.engine import Context, InteractiveSession
-from motorpool.errors import Cancelled
+from motorpool.errors import Cancelled, EngineFailed, MotorpoolError
 from motorpool.types import ControlInput, FrameBatch, SessionConfig
 
 
@@ -91,11 +91,18 @@ class Session:
         with self._engine_lock:
             if self._closed or self._context.cancelled:  # closed, or the host shut down
                 raise Cancelled(f"session {self.id} is closed")
-            if reset:
-                self._engine.reset()
-            if prompt is not None:
-                self._engine.set_prompt(prompt)
-            return self._engine.step(control)
+            try:
+                if reset:
+                    self._engine.reset()
+                if prompt is not None:
+                    self._engine.set_prompt(prompt)
+                return self._engine.step(control)
+            except MotorpoolError:
+                raise
+            except Exception as exc:  # the engine's own error, typed like every other
+                raise EngineFailed(
+                    f"session {self.id} failed: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def frames(self) -> Iterator[FrameBatch]:
         """Yield batches until the session is closed or cancelled."""

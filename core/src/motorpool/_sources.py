@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 def local_path(source: str) -> Path | None:
     """The existing local path a source names, or ``None`` (a repo id, or nothing there)."""
-    if source.startswith(HUB_PREFIX):
+    if not source or source.startswith(HUB_PREFIX):
         return None
     try:
         path = Path(source).expanduser()

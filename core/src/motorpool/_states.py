@@ -20,6 +20,8 @@ class Loading:
     context: Context
     reserved: int
     done: threading.Event = field(default_factory=threading.Event)
+    failure: list[MotorpoolError] = field(default_factory=list[MotorpoolError])
+    """Set (once) before ``done`` when the load fails, for those who waited on it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,8 @@ def run(  # noqa: PLR0917 - click passes each option by keyword
     """Run one generation: text streams to the terminal, an image becomes a PNG, a video an MP4."""
     from motorpool.types import Capability, ModelSpec  # noqa: PLC0415
 
+    if not model:
+        raise click.BadParameter("must not be empty", param_hint="MODEL")
     with _host() as host:
         spec = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
         if options:
