@@ -150,11 +150,8 @@ def run_events(
 
 
 def _drain(progress: RunProgress) -> Iterator[ProgressEvent]:
-    while True:
-        try:
-            item = progress.events.get_nowait()
-        except queue.Empty:
-            return
+    while not progress.events.empty():  # cheap on the hot path: usually empty
+        item = progress.events.get_nowait()
         if isinstance(item, ProgressEvent):
             yield item
 
