@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 import structlog
@@ -252,7 +253,7 @@ class Models:
                 log.info("evicting model", model=victim.id, for_model=entry.id)
                 victim.state = Unloading(victim.state.model, victim.state.memory)
             assert isinstance(entry.state, Loading)
-            entry.state = Loading(entry.state.context, needed, entry.state.done)
+            entry.state = replace(entry.state, reserved=needed)  # same done event and failure
             return victims
 
     # -- unloading -------------------------------------------------------------------------
