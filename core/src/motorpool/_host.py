@@ -16,7 +16,7 @@ from motorpool._generation import Generation, Run
 from motorpool._hardware import hardware_report, physical_memory
 from motorpool._lifecycle import Models, model_id_of
 from motorpool._logging import configure_logging
-from motorpool._plugin import Plugin
+from motorpool._plugin import GENERATION_HOOKS, SESSION_HOOKS, Plugin
 from motorpool._runs import RunProgress, guarded, required_capability
 from motorpool._session import Session
 from motorpool._settings import Settings
@@ -336,10 +336,6 @@ class Host:
         self.close()
 
 
-_RUN_HOOKS = {Capability.WORLD: ("motorpool_open_session",)}
-_DEFAULT_RUN_HOOKS = ("motorpool_generate", "motorpool_stream")
-
-
 def _ready(entry: ModelEntry, capability: Capability) -> Ready:
     """The ready state of a model that can do ``capability``, or a typed error why not."""
     state = entry.state
@@ -351,7 +347,7 @@ def _ready(entry: ModelEntry, capability: Capability) -> Ready:
             f"{entry.id} cannot do {capability.value}; it can do: {can}",
             hint="send a request that matches the model, or choose another model",
         )
-    hooks = _RUN_HOOKS.get(capability, _DEFAULT_RUN_HOOKS)
+    hooks = SESSION_HOOKS if capability is Capability.WORLD else GENERATION_HOOKS
     if not entry.plugin.implements_any(*hooks):  # a plugin bug: it declares what it cannot run
         raise EngineFailed(
             f"plugin {entry.plugin.name!r} declares {capability.value} but implements "

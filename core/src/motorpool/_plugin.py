@@ -29,7 +29,11 @@ from motorpool.types import (
 log = structlog.get_logger(__name__)
 
 REQUIRED_HOOKS = ("motorpool_probe", "motorpool_load")
-RUN_HOOKS = ("motorpool_generate", "motorpool_stream", "motorpool_open_session")
+GENERATION_HOOKS = ("motorpool_generate", "motorpool_stream")
+"""Either one runs completion, chat, image and video requests."""
+SESSION_HOOKS = ("motorpool_open_session",)
+"""Runs world (interactive) sessions."""
+RUN_HOOKS = GENERATION_HOOKS + SESSION_HOOKS
 
 
 class HookFunction(NamedTuple):
@@ -54,11 +58,6 @@ class Plugin:
         self.name = name
         self.obj = obj
         self._hooks = hooks
-
-    @property
-    def hook_names(self) -> tuple[str, ...]:
-        """The hooks this plugin implements, sorted."""
-        return tuple(sorted(self._hooks))
 
     def implements(self, hook: str) -> bool:
         """True when the plugin has an implementation of ``hook``."""
