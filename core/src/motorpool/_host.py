@@ -192,6 +192,13 @@ class Host:
         context.cancel()
         return True
 
+    def cancel_all(self) -> int:
+        """Cancel every request and session in progress (loads go on); returns how many."""
+        contexts = list(self._runs.values())
+        for context in contexts:
+            context.cancel()
+        return len(contexts)
+
     def session(
         self, model: str | ModelSpec, *, seed: SeedFrame, config: SessionConfig | None = None
     ) -> Session:
@@ -325,8 +332,7 @@ class Host:
         Requests get ``wait_s`` seconds to notice; a model still in use after that (a
         stream nobody iterates) is unloaded anyway. New work is refused meanwhile.
         """
-        for context in list(self._runs.values()):
-            context.cancel()
+        self.cancel_all()
         self._models.close(wait_s=wait_s)
 
     def __enter__(self) -> Host:

@@ -218,9 +218,8 @@ class Models:
         if context.cancelled:  # the engine finished anyway: give its memory back
             _unload_quietly(entry, loaded)
             raise Cancelled(f"loading {entry.id} was cancelled")
-        slots = Slots(
-            loaded.max_concurrency, max_waiting=self.settings.max_queue, exclusive=loaded.exclusive
-        )
+        parallel = min(loaded.max_concurrency, self.settings.parallel or loaded.max_concurrency)
+        slots = Slots(parallel, max_waiting=self.settings.max_queue, exclusive=loaded.exclusive)
         return Ready(loaded, loaded.memory_bytes or estimate, slots)
 
     def _make_room(self, entry: ModelEntry, needed: int, context: Context) -> list[ModelEntry]:
@@ -395,7 +394,7 @@ class Models:
             memory_bytes=entry.memory,
             pinned=entry.pinned,
             exclusive=ready.model.exclusive if ready else False,
-            max_concurrency=ready.model.max_concurrency if ready else 1,
+            max_concurrency=ready.slots.capacity if ready else 1,
             active_requests=ready.slots.active if ready else 0,
             queued_requests=ready.slots.waiting if ready else 0,
             idle_s=round(time.monotonic() - entry.last_used, 3) if entry.users == 0 else 0.0,

@@ -19,8 +19,13 @@ LEVELS = {
 def configure_logging(
     level: Literal["debug", "info", "warning", "error"] = "info",
     fmt: Literal["auto", "console", "json"] = "auto",
+    *,
+    tap: structlog.typing.Processor | None = None,
 ) -> None:
-    """Route structlog (and stdlib logging) to stderr at ``level``."""
+    """Route structlog (and stdlib logging) to stderr at ``level``.
+
+    :param tap: a processor that sees every event kept (the server streams them).
+    """
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
@@ -30,6 +35,8 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if tap is not None:
+        processors.append(tap)
     if not use_console:  # the console renderer formats tracebacks itself
         processors.append(structlog.processors.format_exc_info)
     structlog.configure(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -53,14 +53,34 @@ class Settings(BaseSettings):
     """Idle seconds before a model is unloaded; negative = never."""
     max_queue: int = Field(default=64, ge=0)
     """Requests that may wait per model before new ones get ``queue_full``."""
+    parallel: int | None = Field(default=None, ge=1)
+    """At most this many requests run at once per model (default: what its engine allows)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+
+    # -- the server (``motorpool serve``) --
+    bind: str = "127.0.0.1"
+    """Address the server listens on; anything but loopback needs ``api_key``."""
+    port: int = Field(default=8420, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    """Clients must send ``Authorization: Bearer <key>``; required off loopback."""
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Origins allowed to call the server from a browser (joined by ``,``); none by default."""
+    max_body_bytes: ByteSize = ByteSize(32 * 1024 * 1024)
+    """Largest request body accepted (``413`` above it)."""
 
     @field_validator("model_dirs", mode="before")
     @classmethod
     def _split_model_dirs(cls, value: object) -> object:
         if isinstance(value, str):  # the environment gives one string: a:b (a;b on Windows)
             return tuple(Path(part) for part in value.split(os.pathsep) if part)
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @property

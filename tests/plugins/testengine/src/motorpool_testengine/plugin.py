@@ -2,8 +2,9 @@
 
 A model is a JSON file (``*.mptest.json``) holding a vocabulary and a chat template.
 Text is sampled word by word from the vocabulary with a seeded RNG, images are seeded
-gradients, and a world session shifts its frame with the mouse. Options make the engine
-slow, large, exclusive or failing on purpose, which the host's tests rely on.
+gradients, videos are runs of such gradients (see :func:`video_events`), and a world
+session shifts its frame with the mouse. Options make the engine slow, large, exclusive
+or failing on purpose, which the host's tests rely on.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from motorpool.types import (
     Timings,
     TokenEvent,
     Usage,
+    VideoRequest,
+    VideoResult,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +56,10 @@ SUFFIX = ".mptest.json"
 EOS = "<eos>"
 DEFAULT_IMAGE_SIDE = 32
 DEFAULT_STEPS = 4
+DEFAULT_VIDEO_FRAMES = 5
+DEFAULT_VIDEO_FPS = 8
+VIDEO_MEDIA_TYPE = "application/x-motorpool-frames"
+"""The test engine's video container: the frames' PNG files back to back, nothing else."""
 LOAD_TICK_S = 0.01
 CAPABILITIES = frozenset(
     {
@@ -60,6 +67,7 @@ CAPABILITIES = frozenset(
         Capability.CHAT,
         Capability.IMAGE,
         Capability.IMAGE_TO_IMAGE,
+        Capability.VIDEO,
         Capability.WORLD,
     }
 )
@@ -181,8 +189,10 @@ def motorpool_stream(
             return _stream_text(model.handle, request, context)
         case ImageRequest():
             return image_events(model.handle, request, context)
-        case _:
-            raise UnsupportedCapability(f"the test engine does not do {request.kind}")
+        case VideoRequest():
+            return video_events(model.handle, request, context)
+    # Every kind the core defines is matched above; a kind added later lands here.
+    raise UnsupportedCapability(f"the test engine does not do {request.kind}")
 
 
 def _prompt_of(model: TestModel, request: CompletionRequest | ChatRequest) -> str:
@@ -281,6 +291,53 @@ def image_events(
     yield ResultEvent(
         result=ImageResult(
             images=images, steps=steps, timings=Timings(total_s=time.perf_counter() - started)
+        )
+    )
+
+
+def video_events(
+    model: TestModel, request: VideoRequest, context: Context
+) -> Iterator[StreamEvent]:
+    """One progress event per denoising step, one for encoding, then the clip.
+
+    The clip is not a real video: its bytes are a test container (media type
+    ``application/x-motorpool-frames``) holding the frames' PNG files back to back, so a
+    test can count the frames by PNG signature or split them with
+    :func:`motorpool_testengine._png.split_pngs`. Frame ``i`` is the gradient of seed
+    ``seed + i``, so the same seed gives the same bytes.
+    """
+    started = time.perf_counter()
+    frames = request.frames or DEFAULT_VIDEO_FRAMES
+    if (frames - 1) % 4:
+        raise InvalidRequest(
+            f"frames must be one more than a multiple of 4 (1, 5, 9, 13, ...), got {frames}"
+        )
+    width = request.width or DEFAULT_IMAGE_SIDE
+    height = request.height or DEFAULT_IMAGE_SIDE
+    if width % 8 or height % 8:
+        raise InvalidRequest(f"width and height must be multiples of 8, got {width}x{height}")
+    fps = request.fps or DEFAULT_VIDEO_FPS
+    steps = request.steps or DEFAULT_STEPS
+    base_seed = request.seed if request.seed is not None else 0
+    for step in range(steps):
+        context.raise_if_cancelled()
+        if model.options.step_delay_s:
+            time.sleep(model.options.step_delay_s)
+        yield ProgressEvent(stage="denoise", step=step + 1, total=steps)
+    context.raise_if_cancelled()
+    pngs = tuple(encode_png(width, height, seed=base_seed + i) for i in range(frames))
+    yield ProgressEvent(stage="encoding", step=1, total=1)
+    yield ResultEvent(
+        result=VideoResult(
+            video=b"".join(pngs),
+            media_type=VIDEO_MEDIA_TYPE,
+            frames=frames,
+            width=width,
+            height=height,
+            fps=fps,
+            seed=base_seed,
+            frame_images=pngs if request.return_frames else (),
+            timings=Timings(total_s=time.perf_counter() - started),
         )
     )
 

@@ -1,0 +1,239 @@
+"""Interactive sessions over a WebSocket: controls in, binary frame batches out.
+
+Three parties share a session: the receive loop (client messages → session calls), a
+generation thread (``Session.frames()``), and the send loop. Between the generation
+thread and the send loop sits a one-batch mailbox: a newer batch replaces one the
+client has not taken yet, and the drop is counted, so a slow client never makes the
+server queue frames without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import anyio
+import anyio.to_thread
+import structlog
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from motorpool._session import Session
+from motorpool.errors import Cancelled, InvalidRequest, MotorpoolError
+from motorpool.server._errors import validation_error
+from motorpool.server._handler import AppHandler
+from motorpool.server.wire import PROTOCOL_VERSION
+from motorpool.server.wire.sessions import (
+    CLIENT_MESSAGE,
+    ClientMessage,
+    Close,
+    CloseCode,
+    Control,
+    OpenSession,
+    Pause,
+    Reset,
+    Resume,
+    SessionClosed,
+    SessionError,
+    SessionReady,
+    SessionState,
+    SetPrompt,
+    encode_batch,
+)
+from motorpool.types import FrameBatch, SeedFrame
+
+log = structlog.get_logger(__name__)
+
+OPEN_TIMEOUT_S = 30.0
+
+
+def close_code(error: MotorpoolError) -> CloseCode:
+    """The close code of a fatal typed error."""
+    try:
+        return CloseCode(4000 + error.status)
+    except ValueError:
+        return CloseCode.INVALID if error.is_client_error else CloseCode.INTERNAL_ERROR
+
+
+class _Mailbox:
+    """Holds the newest batch for the send loop; replacing an unsent one counts a drop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._batch: FrameBatch | None = None
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.sent = 0
+        self.ended: MotorpoolError | bool | None = False
+
+    def put(self, batch: FrameBatch) -> None:
+        with self._lock:
+            if self._batch is not None:
+                self.dropped += 1
+            self._batch = batch
+        self._wake()
+
+    def end(self, error: MotorpoolError | None) -> None:
+        self.ended = error if error is not None else True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def take(self) -> FrameBatch | None:
+        """The next batch, or ``None`` once generation has ended."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            with self._lock:
+                batch, self._batch = self._batch, None
+            if batch is not None:
+                return batch
+            if self.ended is not False:
+                return None
+
+
+async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
+    """Run one session on an accepted socket until either side ends it."""
+    version = websocket.query_params.get("protocol")
+    if version != str(PROTOCOL_VERSION):
+        await _fail(
+            websocket,
+            InvalidRequest(
+                f"protocol version {version!r} is not supported",
+                hint=f"connect with ?protocol={PROTOCOL_VERSION}",
+            ),
+            CloseCode.BAD_REQUEST,
+        )
+        return
+    try:
+        with anyio.fail_after(OPEN_TIMEOUT_S):
+            first = await _receive(websocket)
+        if not isinstance(first, OpenSession):
+            raise InvalidRequest(f"the first message must be 'open', not {first.type!r}")
+        spec = handler.client_spec(first.model)
+        seed = SeedFrame(image=first.seed_image, media_type=first.seed_media_type)
+        session = await anyio.to_thread.run_sync(
+            lambda: handler.host.session(spec, seed=seed, config=first.config)
+        )
+    except MotorpoolError as exc:
+        await _fail(websocket, exc, close_code(exc))
+        return
+    except TimeoutError:
+        await _fail(websocket, InvalidRequest("no 'open' message"), CloseCode.BAD_REQUEST)
+        return
+    except WebSocketDisconnect:
+        return
+    bound = log.bind(session_id=session.id, model=first.model)
+    bound.info("session opened")
+    try:
+        await _run(websocket, session, first.model)
+    finally:
+        await anyio.to_thread.run_sync(session.close)
+        bound.info("session closed")
+
+
+async def _run(websocket: WebSocket, session: Session, model: str) -> None:
+    mailbox = _Mailbox(asyncio.get_running_loop())
+
+    def generate() -> None:
+        error: MotorpoolError | None = None
+        try:
+            for batch in session.frames():
+                mailbox.put(batch)
+        except Cancelled:
+            pass  # closed, or the server is shutting down: ends like a normal close
+        except MotorpoolError as exc:
+            error = exc
+        finally:
+            mailbox.end(error)
+
+    await websocket.send_text(
+        SessionReady(
+            session_id=session.id, model=model, protocol_version=PROTOCOL_VERSION
+        ).model_dump_json()
+    )
+    threading.Thread(target=generate, name=f"motorpool-{session.id}", daemon=True).start()
+    async with anyio.create_task_group() as group:
+
+        async def send_frames() -> None:
+            while (batch := await mailbox.take()) is not None:
+                await websocket.send_bytes(encode_batch(batch, dropped=mailbox.dropped))
+                mailbox.sent += 1
+            ended = mailbox.ended
+            if isinstance(ended, MotorpoolError):
+                await _fail(websocket, ended, close_code(ended))
+            else:
+                await _close(websocket, "the server is shutting down", CloseCode.GOING_AWAY)
+            group.cancel_scope.cancel()
+
+        group.start_soon(send_frames)
+        with contextlib.suppress(WebSocketDisconnect):  # the client left: the session closes
+            await _receive_controls(websocket, session, mailbox)
+        group.cancel_scope.cancel()
+
+
+async def _receive_controls(websocket: WebSocket, session: Session, mailbox: _Mailbox) -> None:
+    while True:
+        try:
+            message = await _receive(websocket)
+        except MotorpoolError as exc:  # a bad message is reported; the session goes on
+            await websocket.send_text(_error(exc).model_dump_json())
+            continue
+        match message:
+            case Control(input=control):
+                session.control(control)
+                continue
+            case Pause():
+                session.pause()
+            case Resume():
+                session.resume()
+            case Reset():
+                session.reset()
+            case SetPrompt(prompt=prompt):
+                session.prompt(prompt)
+            case Close():
+                await _close(websocket, "closed by the client", CloseCode.NORMAL)
+                return
+            case OpenSession():
+                await websocket.send_text(
+                    _error(InvalidRequest("this socket already has a session")).model_dump_json()
+                )
+                continue
+        state = SessionState(
+            paused=session.paused, frames_sent=mailbox.sent, frames_dropped=mailbox.dropped
+        )
+        await websocket.send_text(state.model_dump_json())
+
+
+async def _receive(websocket: WebSocket) -> ClientMessage:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(int(message.get("code", CloseCode.NORMAL)))
+    text = message.get("text")
+    if text is None:
+        raise InvalidRequest("send control messages as JSON text, not binary")
+    try:
+        return CLIENT_MESSAGE.validate_json(text)
+    except ValidationError as exc:
+        error, _ = validation_error(exc.errors())
+        raise error from exc
+
+
+def _error(error: MotorpoolError) -> SessionError:
+    return SessionError(code=error.code, message=error.message, hint=error.hint)
+
+
+async def _fail(websocket: WebSocket, error: MotorpoolError, code: CloseCode) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_text(_error(error).model_dump_json())
+    await _close(websocket, error.message, code)
+
+
+async def _close(websocket: WebSocket, reason: str, code: CloseCode) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_text(SessionClosed(reason=reason).model_dump_json())
+        await websocket.close(code=code, reason=reason[:120])

@@ -1,0 +1,252 @@
+"""Video generation as jobs: start, poll progress, fetch the clip, cancel, delete."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import structlog
+
+from motorpool._host import Host
+from motorpool.errors import MotorpoolError
+from motorpool.server._media import Blob, BlobStore
+from motorpool.server.wire import openai as oa
+from motorpool.types import (
+    ErrorEvent,
+    ModelSpec,
+    ProgressEvent,
+    ResultEvent,
+    VideoRequest,
+    VideoResult,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_JOBS = 256
+"""Finished jobs beyond this many are forgotten, oldest first (their files too)."""
+_PERCENT = 100
+
+
+class StorageFailed(MotorpoolError):
+    """The finished clip could not be stored (a full disk)."""
+
+    code = "storage_failed"
+    status = 507
+
+
+class JobNotFound(MotorpoolError):
+    """No video job with that id."""
+
+    code = "job_not_found"
+    status = 404
+
+
+class JobNotDone(MotorpoolError):
+    """The job has no clip (yet): it is running, failed or was cancelled."""
+
+    code = "job_not_completed"
+    status = 409
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    view: oa.VideoJob
+    blob: Blob | None = None
+
+
+class VideoJobs:
+    """Each job runs on its own thread through ``Host.stream``; its id is its request id."""
+
+    def __init__(self, host: Host, blobs: BlobStore) -> None:
+        self._host = host
+        self._blobs = blobs
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._cancelled: set[str] = set()  # cancelled before its request started
+        self._lock = threading.Lock()
+
+    def start(
+        self, spec: ModelSpec, model: str, body: oa.VideoCreateRequest, request: VideoRequest
+    ) -> oa.VideoJob:
+        """Queue a job and return its first view."""
+        job_id = f"video_{uuid.uuid4().hex}"
+        view = oa.VideoJob(
+            id=job_id,
+            model=model,
+            status="queued",
+            progress=0,
+            created_at=int(time.time()),
+            prompt=body.prompt,
+            seconds=_seconds(request),
+            size=f"{request.width}x{request.height}"
+            if request.width and request.height
+            else "auto",
+        )
+        with self._lock:
+            self._jobs[job_id] = _Job(view)
+            self._forget_old()
+        threading.Thread(
+            target=self._run, args=(job_id, spec, request), name=f"motorpool-{job_id}", daemon=True
+        ).start()
+        return view
+
+    def get(self, job_id: str) -> oa.VideoJob:
+        """A job's current view."""
+        return self._job(job_id).view
+
+    def list(self) -> list[oa.VideoJob]:
+        """Every job kept, newest last."""
+        with self._lock:
+            return [job.view for job in self._jobs.values()]
+
+    def content(self, job_id: str) -> Blob:
+        """The finished clip."""
+        job = self._job(job_id)
+        if job.blob is None or job.view.status != "completed":
+            raise JobNotDone(
+                f"video {job_id} is {job.view.status}", hint="poll GET /v1/videos/{id} first"
+            )
+        return job.blob
+
+    def cancel(self, job_id: str) -> oa.VideoJob:
+        """Stop a queued or running job (no effect on a finished one)."""
+        job = self._job(job_id)
+        if not self._host.cancel(job_id):
+            with self._lock:
+                self._cancelled.add(job_id)
+        return job.view
+
+    def delete(self, job_id: str) -> oa.DeletedVideo:
+        """Cancel if running, then forget the job and its clip."""
+        self.cancel(job_id)
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is None:
+            raise JobNotFound(f"no video job {job_id!r}")
+        if job.blob is not None:
+            self._blobs.delete(job.blob.id)
+        return oa.DeletedVideo(id=job_id)
+
+    def cancel_all(self) -> None:
+        """Stop every running job (server shutdown)."""
+        with self._lock:
+            running = [j for j, job in self._jobs.items() if job.view.status in _ACTIVE]
+        for job_id in running:
+            self._host.cancel(job_id)
+
+    def _job(self, job_id: str) -> _Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no video job {job_id!r}", hint="GET /v1/videos lists the jobs")
+        return job
+
+    def _update(self, job_id: str, blob: Blob | None = None, **changes: object) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:  # deleted while running
+                if blob is not None:
+                    self._blobs.delete(blob.id)
+                return
+            view = job.view.model_copy(update=changes)
+            self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
+
+    def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
+        bound = log.bind(job_id=job_id, model=spec.name or spec.source)
+        try:
+            with self._host.stream(spec, request, request_id=job_id) as generation:
+                with self._lock:
+                    if job_id in self._cancelled:
+                        generation.cancel()
+                for event in generation:
+                    if isinstance(event, ProgressEvent):
+                        self._progress(job_id, event)
+                    elif isinstance(event, ResultEvent) and isinstance(event.result, VideoResult):
+                        self._finish(job_id, event.result)
+                        bound.info("video job completed")
+                    elif isinstance(event, ErrorEvent):
+                        self._fail(job_id, event.error.code, event.error.message)
+        except MotorpoolError as exc:
+            if not exc.is_client_error:
+                bound.error("video job failed", exc_info=exc)
+            self._fail(job_id, exc.code, exc.message)
+
+    def _progress(self, job_id: str, event: ProgressEvent) -> None:
+        percent = self.get(job_id).progress
+        if event.stage == "denoise" and event.total:
+            percent = min(_PERCENT - 1, event.step * _PERCENT // event.total)
+        self._update(job_id, status="in_progress", progress=percent, stage=event.stage)
+
+    def _finish(self, job_id: str, result: VideoResult) -> None:
+        try:
+            blob = self._blobs.put(result.video, result.media_type)
+        except OSError as exc:
+            error = StorageFailed(f"could not store the video: {exc.strerror or exc}")
+            self._fail(job_id, error.code, error.message)
+            return
+        with self._lock:
+            self._cancelled.discard(job_id)
+        self._update(
+            job_id,
+            blob=blob,
+            status="completed",
+            progress=_PERCENT,
+            stage=None,
+            completed_at=int(time.time()),
+            seconds=f"{result.frames / result.fps:g}",
+            size=f"{result.width}x{result.height}",
+        )
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        with self._lock:
+            self._cancelled.discard(job_id)
+        status = "cancelled" if code == "cancelled" else "failed"
+        self._update(
+            job_id,
+            status=status,
+            stage=None,
+            completed_at=int(time.time()),
+            error=oa.VideoError(code=code, message=message),
+        )
+
+    def _forget_old(self) -> None:
+        finished = [j for j, job in self._jobs.items() if job.view.status not in _ACTIVE]
+        for job_id in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
+            job = self._jobs.pop(job_id)
+            if job.blob is not None:
+                self._blobs.delete(job.blob.id)
+
+
+_ACTIVE = frozenset({"queued", "in_progress"})
+
+
+def _seconds(request: VideoRequest) -> str:
+    if request.frames and request.fps:
+        return f"{request.frames / request.fps:g}"
+    return "auto"
+
+
+def video_request(body: oa.VideoCreateRequest, init_image: bytes | None) -> VideoRequest:
+    """The core request a ``POST /v1/videos`` body stands for."""
+    size = oa.parse_size(body.size) if body.size else None
+    frames = body.frames
+    if frames is None and body.seconds is not None:
+        frames = round(body.seconds * (body.fps or DEFAULT_FPS)) + 1
+    return VideoRequest(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        frames=frames,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        fps=body.fps or (DEFAULT_FPS if body.seconds is not None else None),
+        steps=body.steps,
+        guidance=body.guidance,
+        seed=body.seed,
+        init_image=init_image,
+    )
+
+
+DEFAULT_FPS = 16
+"""Frames per second assumed when a client gives ``seconds`` but no ``fps``."""

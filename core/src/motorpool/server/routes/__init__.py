@@ -1,0 +1,1 @@
+"""Thin routes: parse typed input, call one handler method, return typed output."""
