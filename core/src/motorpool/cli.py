@@ -1,4 +1,4 @@
-"""The ``motorpool`` command: plugins, probe, run, ps, check (``--json`` on each)."""
+"""The ``motorpool`` command: plugins, probe, run, models, ps, check, serve, schema."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _host() -> Generator[Host]:
         yield host
 
 
-def _settings(settings_class: type[Settings]) -> Settings:
+def _settings(settings_class: type[Settings], **overrides: Any) -> Settings:  # noqa: ANN401 - any field
     import tomllib  # noqa: PLC0415
 
     from pydantic import ValidationError  # noqa: PLC0415
@@ -70,7 +70,7 @@ def _settings(settings_class: type[Settings]) -> Settings:
     from motorpool.errors import InvalidRequest  # noqa: PLC0415
 
     try:
-        return settings_class()
+        return settings_class(**{k: v for k, v in overrides.items() if v not in (None, ())})
     except (ValidationError, SettingsError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             f"invalid settings: {' '.join(str(exc).split())}",
@@ -466,6 +466,71 @@ def check(plugin_names: tuple[str, ...], as_json: bool) -> None:
             click.echo("no plugins to check")
     if not all(r.ok for r in results):
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--bind", help="Address to listen on (default 127.0.0.1; others need a key).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8420).")
+@click.option("--api-key", envvar="MOTORPOOL_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow a browser origin.")
+@click.option(
+    "--model-dir",
+    "model_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder clients may load local models from (repeatable).",
+)
+@click.option("--preload", multiple=True, help="Model to load at start (repeatable).")
+@click.option("--parallel", type=click.IntRange(min=1), help="Requests at once per model.")
+@click.option("--max-queue", type=click.IntRange(min=0), help="Requests waiting per model.")
+def serve(  # noqa: PLR0917 - click passes each option by keyword
+    bind: str | None,
+    port: int | None,
+    api_key: str | None,
+    cors_origins: tuple[str, ...],
+    model_dirs: tuple[Path, ...],
+    preload: tuple[str, ...],
+    parallel: int | None,
+    max_queue: int | None,
+) -> None:
+    """Serve the OpenAI-compatible and native API (and sessions) over HTTP."""
+    try:
+        from motorpool.server import serve as run_server  # noqa: PLC0415 - heavy, optional
+    except ImportError as exc:
+        from motorpool.errors import PluginUnavailable  # noqa: PLC0415
+
+        raise PluginUnavailable(
+            f"the server needs its extra dependencies ({exc.name} is missing)",
+            hint="pip install 'motorpool[server]'",
+        ) from exc
+    from motorpool._settings import Settings  # noqa: PLC0415
+
+    settings = _settings(
+        Settings,
+        bind=bind,
+        port=port,
+        api_key=api_key,
+        cors_origins=cors_origins,
+        model_dirs=model_dirs,
+        parallel=parallel,
+        max_queue=max_queue,
+    )
+    run_server(settings, preload=preload)
+
+
+@main.command()
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of every wire type (for generating frontend types)."""
+    from motorpool.server.schema import wire_schema  # noqa: PLC0415
+
+    text = json.dumps(wire_schema(), indent=2, sort_keys=True)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
 
 
 def _size(count: int | None) -> str:
