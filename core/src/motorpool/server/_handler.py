@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from enum import StrEnum
 
 import structlog
@@ -176,7 +176,7 @@ class AppHandler:
 
     def start_stream(
         self, body: oa.ChatCompletionRequest | oa.CompletionRequest, request_id: str
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         """Admit a streamed completion and return its SSE frames.
 
         Blocking (it may load the model); typed errors raise here, before any byte is sent.
@@ -189,7 +189,7 @@ class AppHandler:
             model=body.model,
         )
 
-        async def frames() -> AsyncIterator[bytes]:
+        async def frames() -> AsyncGenerator[bytes]:
             if (first := writer.start()) is not None:
                 yield sse(first)
             events = iterate_in_thread(

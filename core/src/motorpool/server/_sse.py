@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 from pydantic import BaseModel
@@ -33,7 +33,7 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        frames: AsyncGenerator[bytes],
         *,
         on_disconnect: Callable[[], None],
         headers: dict[str, str] | None = None,
@@ -68,3 +68,5 @@ class EventStreamResponse(Response):
                 self._on_disconnect()
             finally:
                 group.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):  # run the frames' cleanup now, not at GC
+                    await self._frames.aclose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from importlib.metadata import version
 
 import anyio.to_thread
@@ -112,7 +112,7 @@ async def cancel(request_id: str, handler: Handler) -> native.CancelResponse:
 async def events(handler: Handler) -> EventStreamResponse:
     """Server-sent events: model state changes, progress of loads and requests, log lines."""
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncGenerator[bytes]:
         yield b": connected\n\n"
         async for event in handler.events.stream():
             yield sse(event)
