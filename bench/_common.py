@@ -37,6 +37,8 @@ class Row:
     baseline_name: str = ""
     target: float | None = None
     """An upper bound in ``unit``; ``None`` for an informational row."""
+    min_ratio: float | None = None
+    """A lower bound on :attr:`ratio` (for rates, where more is better); ``None``: none."""
     note: str = ""
     error: bool = False
     """The benchmark should have run but failed: counts as a miss under ``--check``."""
@@ -55,9 +57,13 @@ class Row:
             return "error"
         if self.value is None:
             return "skip"
-        if self.target is None:
+        if self.target is None and self.min_ratio is None:
             return "-"
-        return "ok" if self.value < self.target else "MISS"
+        if self.target is not None and self.value >= self.target:
+            return "MISS"
+        if self.min_ratio is not None and (self.ratio is None or self.ratio < self.min_ratio):
+            return "MISS"
+        return "ok"
 
     @property
     def missed(self) -> bool:

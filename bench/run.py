@@ -58,10 +58,19 @@ def _cells(row: Row) -> tuple[str, ...]:
         _quantity(row.baseline, row.unit),
         row.baseline_name,
         "" if ratio is None else f"{ratio:.2f}x",
-        "" if row.target is None else f"< {_quantity(row.target, row.unit)}",
+        _target(row),
         row.status,
         row.note,
     )
+
+
+def _target(row: Row) -> str:
+    bounds = []
+    if row.target is not None:
+        bounds.append(f"< {_quantity(row.target, row.unit)}")
+    if row.min_ratio is not None:
+        bounds.append(f">= {row.min_ratio:.2f}x")
+    return ", ".join(bounds)
 
 
 def _quantity(value: float | None, unit: str) -> str:

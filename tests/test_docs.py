@@ -10,7 +10,8 @@ import re
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
+import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import uv
 from motorpool import Host, Settings, hookspecs
 from motorpool.cli import main as cli_main
 from motorpool.engine import Context, ResolvedSource
-from motorpool.errors import InvalidModel, InvalidOptions
+from motorpool.errors import InvalidModel, InvalidOptions, MotorpoolError
 from motorpool.types import (
     ChatMessage,
     ChatRequest,
@@ -36,6 +37,7 @@ from motorpool.types import (
 DOCS = Path(__file__).parent.parent / "docs"
 PLUGINS_MD = DOCS / "plugins.md"
 GUIDE_MD = DOCS / "guide.md"
+SERVER_MD = DOCS / "server.md"
 EXAMPLE_MARKER = "<!-- example-plugin -->"
 HOOK_HEADING = re.compile(r"^###\s+(motorpool_\w+)\(([^)]*)\)\s*$", re.MULTILINE)
 
@@ -101,6 +103,109 @@ def test_every_cli_command_is_in_the_guide() -> None:
     assert commands
     missing = [name for name in commands if f"motorpool {name}" not in guide]
     assert not missing, f"docs/guide.md does not mention {[f'motorpool {n}' for n in missing]}"
+
+
+# -------------------------------------------------------------------------------------------
+# docs/server.md names every route, error code, close code, message, metric and option
+# -------------------------------------------------------------------------------------------
+
+ENDPOINT_ROW = re.compile(
+    r"^\| (GET|POST|PUT|PATCH|DELETE|WebSocket) \| `(/[^`]*)` \|", re.MULTILINE
+)
+
+
+def _walk_routes(routes: Sequence[object]) -> Iterator[object]:
+    """Routes, looking into included routers (FastAPI keeps them as one wrapper route)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _walk_routes(inner.routes)
+        else:
+            yield route
+
+
+def _server_endpoints(home: Path) -> set[tuple[str, str]]:
+    from fastapi.routing import APIWebSocketRoute  # noqa: PLC0415 - the server extra
+    from motorpool.server import create_app  # noqa: PLC0415
+
+    app = create_app(Settings(home=home, plugins=""), configure_logs=False)
+    endpoints = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    sockets = {
+        ("WebSocket", route.path)
+        for route in _walk_routes(app.routes)
+        if isinstance(route, APIWebSocketRoute)
+    }
+    assert sockets, "no WebSocket route found: has FastAPI's routing changed?"
+    return endpoints | sockets
+
+
+def test_every_server_endpoint_is_in_the_server_doc_table(isolated_home: Path) -> None:
+    served = _server_endpoints(isolated_home)
+    documented = set(ENDPOINT_ROW.findall(SERVER_MD.read_text(encoding="utf-8")))
+    missing = sorted(served - documented)
+    assert not missing, f"docs/server.md has no row '| METHOD | `path` |' for {missing}"
+    stale = sorted(documented - served)
+    assert not stale, f"docs/server.md documents endpoints the server lacks: {stale}"
+
+
+def _error_classes() -> Iterator[type[MotorpoolError]]:
+    import motorpool.server  # noqa: F401, PLC0415 - defines the server's own errors
+
+    pending: list[type[MotorpoolError]] = [MotorpoolError]
+    while pending:
+        cls = pending.pop()
+        if cls.__module__.startswith("motorpool."):  # not errors of plugins or tests
+            yield cls
+        pending.extend(cls.__subclasses__())
+
+
+def test_every_error_code_is_in_the_server_doc() -> None:
+    text = SERVER_MD.read_text(encoding="utf-8")
+    rows = {int(status): row for status, row in re.findall(r"^\| (\d{3}) \| (.*)$", text, re.M)}
+    for cls in _error_classes():
+        assert cls.status in rows, f"docs/server.md has no row for status {cls.status}"
+        assert f"`{cls.code}`" in rows[cls.status], (
+            f"docs/server.md does not list `{cls.code}` under {cls.status}"
+        )
+
+
+def test_the_session_protocol_is_in_the_server_doc() -> None:
+    from motorpool.server.wire.sessions import (  # noqa: PLC0415
+        ClientMessage,
+        CloseCode,
+        FrameBatchHeader,
+        ServerMessage,
+    )
+
+    text = SERVER_MD.read_text(encoding="utf-8")
+    for code in CloseCode:
+        assert f"\n| {code.value} |" in text, f"docs/server.md has no close code {code.value}"
+    for union in (ClientMessage, ServerMessage):
+        (members,) = typing.get_args(union)[:1]
+        for message in typing.get_args(members):
+            kind = message.model_fields["type"].default
+            assert f"\n| `{kind}` |" in text, f"docs/server.md has no message row `{kind}`"
+    for field in FrameBatchHeader.model_fields:
+        assert f"`{field}`" in text, f"docs/server.md does not describe the header's {field}"
+
+
+def test_every_metric_and_serve_option_is_in_the_server_doc() -> None:
+    from motorpool.server._observability import Metrics  # noqa: PLC0415
+
+    text = SERVER_MD.read_text(encoding="utf-8")
+    families = list(Metrics(list).registry.collect())
+    assert families
+    for family in families:
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"`{name}`" in text, f"docs/server.md does not list the metric {name}"
+    options = [o for p in cli_main.commands["serve"].params for o in p.opts if o != "--help"]
+    assert options
+    missing = [option for option in options if f"`{option}" not in text]
+    assert not missing, f"docs/server.md does not mention {missing}"
 
 
 # -------------------------------------------------------------------------------------------

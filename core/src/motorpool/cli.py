@@ -519,9 +519,7 @@ def serve(  # noqa: PLR0917 - click passes each option by keyword
 
 
 @main.command()
-@click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
-)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of every wire type (for generating frontend types)."""
     from motorpool.server.schema import wire_schema  # noqa: PLC0415

@@ -12,6 +12,7 @@ from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match
 
 from motorpool.errors import EngineFailed, InvalidRequest, MotorpoolError
 from motorpool.server.wire.errors import ErrorBody, ErrorEnvelope
@@ -20,6 +21,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_S = 1
 _SHOWN_ERRORS = 5
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class NotFound(MotorpoolError):
@@ -113,7 +115,23 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         error = InvalidRequest(f"{exc.status_code}: {exc.detail}")
     _log(request, error)
-    return error_response(error)
+    response = error_response(error)
+    response.headers.update(exc.headers or {})
+    if isinstance(error, MethodNotAllowed) and (allowed := _allowed_methods(request)):
+        response.headers["Allow"] = ", ".join(allowed)  # Starlette names one route's methods
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on this request's path."""
+    routes: list[BaseRoute] = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:

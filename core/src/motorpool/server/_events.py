@@ -12,7 +12,7 @@ from pydantic import JsonValue, TypeAdapter, ValidationError
 from motorpool.server.wire.native import LogEvent, ServerEvent
 from motorpool.types import HostEvent
 
-Listener = Callable[[ServerEvent], None]
+Listener = Callable[[ServerEvent | None], None]
 MAX_QUEUED_EVENTS = 1024
 _RESERVED = {"event", "level", "timestamp", "logger", "exc_info", "stack_info", "request_id"}
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
@@ -24,6 +24,7 @@ class EventHub:
     def __init__(self) -> None:
         self._listeners: tuple[Listener, ...] = ()
         self._lock = threading.Lock()
+        self._closed = False
 
     def publish(self, event: ServerEvent) -> None:
         """Deliver to every listener (each only queues it)."""
@@ -43,30 +44,75 @@ class EventHub:
             self.publish(_log_event(method, event_dict))
         return event_dict
 
-    async def stream(self) -> AsyncIterator[ServerEvent]:
-        """Events from now on; when a client falls behind, the oldest are dropped."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ServerEvent] = asyncio.Queue(MAX_QUEUED_EVENTS)
-
-        def put(event: ServerEvent) -> None:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
-
-        def listener(event: ServerEvent) -> None:
-            try:
-                loop.call_soon_threadsafe(put, event)
-            except RuntimeError:  # the loop has closed: the server is going away
-                return
-
+    def close(self) -> None:
+        """End every subscription, and those made later (the server is shutting down)."""
         with self._lock:
-            self._listeners = (*self._listeners, listener)
+            self._closed = True
+            listeners, self._listeners = self._listeners, ()
+        for listener in listeners:
+            listener(None)
+
+    def subscribe(self) -> Subscription:
+        """Receive events from now on (call it on the event loop that will read them)."""
+        subscription = Subscription(self, asyncio.get_running_loop())
+        with self._lock:
+            if not self._closed:
+                self._listeners = (*self._listeners, subscription.listener)
+                return subscription
+        subscription.listener(None)  # closed: it ends at once
+        return subscription
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop delivering to ``listener``."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x != listener)  # bound methods
+
+    async def stream(self) -> AsyncIterator[ServerEvent]:
+        """Events from the first iteration on (see :meth:`subscribe` to start sooner)."""
+        with self.subscribe() as events:
+            async for event in events:
+                yield event
+
+
+class Subscription:
+    """Events of one client, queued on its loop; when it falls behind, the oldest go.
+
+    Registered as soon as it is made, so nothing published after that is missed; use it
+    as a context manager to unsubscribe.
+    """
+
+    def __init__(self, hub: EventHub, loop: asyncio.AbstractEventLoop) -> None:
+        self._hub = hub
+        self._loop = loop
+        self._queue: asyncio.Queue[ServerEvent | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
+
+    def listener(self, event: ServerEvent | None) -> None:
+        """Called from any thread; ``None`` ends the subscription."""
         try:
-            while True:
-                yield await queue.get()
-        finally:
-            with self._lock:
-                self._listeners = tuple(x for x in self._listeners if x is not listener)
+            self._loop.call_soon_threadsafe(self._put, event)
+        except RuntimeError:  # the loop has closed: the server is going away
+            return
+
+    def _put(self, event: ServerEvent | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(event)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._hub.unsubscribe(self.listener)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> ServerEvent:
+        """The next event; ends when the hub closes."""
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
 
 
 def _log_event(method: str, event_dict: MutableMapping[str, Any]) -> LogEvent:

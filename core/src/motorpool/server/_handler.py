@@ -13,7 +13,7 @@ from motorpool._host import Host
 from motorpool._settings import Settings
 from motorpool.errors import HostClosing, InvalidRequest, MotorpoolError, UnsupportedCapability
 from motorpool.server import _text
-from motorpool.server._bridge import iterate_in_thread
+from motorpool.server._bridge import ThreadedStream
 from motorpool.server._errors import envelope
 from motorpool.server._events import EventHub
 from motorpool.server._media import BlobStore
@@ -30,6 +30,7 @@ from motorpool.types import (
     ModelInfo,
     ModelSpec,
     ResultEvent,
+    StreamEvent,
     TextResult,
     TokenEvent,
 )
@@ -101,6 +102,7 @@ class AppHandler:
         cancelled = self.host.cancel_all()
         self.videos.cancel_all()
         log.info("shutting down", cancelled=cancelled)
+        self.events.close()  # event streams end, so the server need not wait for them
 
     def close(self) -> None:
         """Unload every model."""
@@ -177,9 +179,11 @@ class AppHandler:
     def start_stream(
         self, body: oa.ChatCompletionRequest | oa.CompletionRequest, request_id: str
     ) -> AsyncGenerator[bytes]:
-        """Admit a streamed completion and return its SSE frames.
+        """Admit a streamed completion, start it, and return its SSE frames.
 
         Blocking (it may load the model); typed errors raise here, before any byte is sent.
+        Generation starts at once, on a thread of its own, so the first token is on its way
+        while the response is set up.
         """
         spec = self.client_spec(body.model)
         generation = self.host.stream(spec, _text.to_request(body), request_id=request_id)
@@ -189,27 +193,38 @@ class AppHandler:
             model=body.model,
         )
 
+        # The engine starts now, while the loop sets up the response: the first token is on
+        # its way sooner. ``frames`` stops it; dropped unread, it stops itself.
+        events = ThreadedStream(
+            generation,
+            on_stop=generation.cancel,
+            finish=generation.close,
+            name=f"motorpool-sse-{request_id}",
+        )
+
+        def render(event: StreamEvent) -> bytes:
+            if isinstance(event, TokenEvent):
+                return sse(writer.token(event.text))
+            if isinstance(event, ResultEvent) and isinstance(event.result, TextResult):
+                self._count(body.model, event.result)
+                last = sse(writer.finish(event.result.finish_reason.value))
+                if body.include_usage:
+                    last += sse(writer.usage(_text.usage_of(event.result)))
+                return last
+            if isinstance(event, ErrorEvent):
+                return sse(envelope(MotorpoolError.from_info(event.error)))
+            return b""
+
         async def frames() -> AsyncGenerator[bytes]:
-            if (first := writer.start()) is not None:
-                yield sse(first)
-            events = iterate_in_thread(
-                generation,
-                on_stop=generation.cancel,
-                finish=generation.close,
-                name=f"motorpool-sse-{request_id}",
-            )
-            async for event in events:
-                if isinstance(event, TokenEvent):
-                    yield sse(writer.token(event.text))
-                elif isinstance(event, ResultEvent) and isinstance(event.result, TextResult):
-                    yield sse(writer.finish(event.result.finish_reason.value))
-                    self._count(body.model, event.result)
-                    if body.include_usage:
-                        yield sse(writer.usage(_text.usage_of(event.result)))
-                elif isinstance(event, ErrorEvent):
-                    error = MotorpoolError.from_info(event.error)
-                    yield sse(envelope(error))
-            yield DONE
+            try:
+                if (first := writer.start()) is not None:
+                    yield sse(first)
+                async for burst in events.bursts():  # one write per burst: fast tokens share it
+                    if data := b"".join(render(event) for event in burst):
+                        yield data
+                yield DONE
+            finally:
+                events.stop()  # at the end, or at once when the client has gone
 
         return frames()
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from motorpool._settings import Settings
 from motorpool._sources import hub_repo_id
 from motorpool.errors import InvalidRequest, MotorpoolError, SourceNotAllowed
+from motorpool.server._errors import error_response
+
+log = structlog.get_logger(__name__)
 
 
 class Unauthorized(MotorpoolError):
@@ -79,35 +83,52 @@ def check_client_source(settings: Settings, source: str) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, declared or streamed."""
+    """ASGI middleware: 413 for bodies over the limit, declared or streamed.
+
+    It reads the body before the app runs (every route reads all of it anyway) and answers
+    the 413 itself: an error raised from ``receive`` inside a route would not reach the
+    error handlers as itself.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the declared length, then count what arrives."""
+        """Check the declared length, then count what arrives; replay it to the app."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise self._too_large()
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
-            return message
+            if message["type"] != "http.request":
+                return  # the client left before its body was whole: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, counting_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-    def _too_large(self) -> BodyTooLarge:
-        return BodyTooLarge(
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = BodyTooLarge(
             f"request body larger than {self.max_bytes} bytes",
             hint="send a smaller body, or raise MOTORPOOL_MAX_BODY_BYTES",
         )
+        log.info("request rejected", path=scope["path"], code=error.code, status=error.status)
+        await error_response(error)(scope, receive, send)

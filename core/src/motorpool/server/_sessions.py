@@ -86,14 +86,14 @@ class _Mailbox:
     async def take(self) -> FrameBatch | None:
         """The next batch, or ``None`` once generation has ended."""
         while True:
-            await self._ready.wait()
-            self._ready.clear()
             with self._lock:
                 batch, self._batch = self._batch, None
             if batch is not None:
                 return batch
-            if self.ended is not False:
+            if self.ended is not False:  # checked before waiting: its wake-up may be spent
                 return None
+            await self._ready.wait()
+            self._ready.clear()
 
 
 async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
@@ -114,6 +114,15 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
             first = await _receive(websocket)
         if not isinstance(first, OpenSession):
             raise InvalidRequest(f"the first message must be 'open', not {first.type!r}")
+    except MotorpoolError as exc:  # malformed, binary, or not 'open': a protocol error
+        await _fail(websocket, exc, CloseCode.BAD_REQUEST)
+        return
+    except TimeoutError:
+        await _fail(websocket, InvalidRequest("no 'open' message"), CloseCode.BAD_REQUEST)
+        return
+    except WebSocketDisconnect:
+        return
+    try:
         spec = handler.client_spec(first.model)
         seed = SeedFrame(image=first.seed_image, media_type=first.seed_media_type)
         session = await anyio.to_thread.run_sync(
@@ -121,11 +130,6 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
         )
     except MotorpoolError as exc:
         await _fail(websocket, exc, close_code(exc))
-        return
-    except TimeoutError:
-        await _fail(websocket, InvalidRequest("no 'open' message"), CloseCode.BAD_REQUEST)
-        return
-    except WebSocketDisconnect:
         return
     bound = log.bind(session_id=session.id, model=first.model)
     bound.info("session opened")
@@ -160,14 +164,16 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
     async with anyio.create_task_group() as group:
 
         async def send_frames() -> None:
-            while (batch := await mailbox.take()) is not None:
-                await websocket.send_bytes(encode_batch(batch, dropped=mailbox.dropped))
-                mailbox.sent += 1
-            ended = mailbox.ended
-            if isinstance(ended, MotorpoolError):
-                await _fail(websocket, ended, close_code(ended))
-            else:
-                await _close(websocket, "the server is shutting down", CloseCode.GOING_AWAY)
+            # The client left, or the receive loop closed the socket: the session ends.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                while (batch := await mailbox.take()) is not None:
+                    await websocket.send_bytes(encode_batch(batch, dropped=mailbox.dropped))
+                    mailbox.sent += 1
+                ended = mailbox.ended
+                if isinstance(ended, MotorpoolError):
+                    await _fail(websocket, ended, close_code(ended))
+                else:
+                    await _close(websocket, "the server is shutting down", CloseCode.GOING_AWAY)
             group.cancel_scope.cancel()
 
         group.start_soon(send_frames)

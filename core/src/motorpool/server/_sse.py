@@ -40,6 +40,9 @@ class EventStreamResponse(Response):
         status_code: int = 200,
     ) -> None:
         super().__init__(status_code=status_code, headers={**SSE_HEADERS, **(headers or {})})
+        # Response declares its (empty) body's length; a stream has none, and h11 refuses
+        # to send more bytes than were declared.
+        del self.headers["content-length"]
         self._frames = frames
         self._on_disconnect = on_disconnect
 

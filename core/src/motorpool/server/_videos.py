@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 MAX_JOBS = 256
 """Finished jobs beyond this many are forgotten, oldest first (their files too)."""
+CANCEL_WAIT_S = 5.0
+"""How long ``cancel`` waits for the engine to stop before answering with the job as it is."""
 _PERCENT = 100
 
 
@@ -66,6 +68,7 @@ class VideoJobs:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._cancelled: set[str] = set()  # cancelled before its request started
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every job update
 
     def start(
         self, spec: ModelSpec, model: str, body: oa.VideoCreateRequest, request: VideoRequest
@@ -110,13 +113,27 @@ class VideoJobs:
             )
         return job.blob
 
-    def cancel(self, job_id: str) -> oa.VideoJob:
-        """Stop a queued or running job (no effect on a finished one)."""
+    def cancel(self, job_id: str, *, wait_s: float = CANCEL_WAIT_S) -> oa.VideoJob:
+        """Stop a queued or running job (no effect on a finished one).
+
+        Blocks until the job has ended (``cancelled``) or ``wait_s`` has passed, so the
+        view returned says so; an engine notices cancellation between steps.
+        """
         job = self._job(job_id)
+        if job.view.status not in _ACTIVE:
+            return job.view
         if not self._host.cancel(job_id):
             with self._lock:
                 self._cancelled.add(job_id)
-        return job.view
+        with self._changed:
+            self._changed.wait_for(lambda: self._status(job_id) not in _ACTIVE, timeout=wait_s)
+            current = self._jobs.get(job_id)
+        return current.view if current is not None else job.view
+
+    def _status(self, job_id: str) -> str | None:
+        """Under the lock: a job's status (``None`` once deleted)."""
+        job = self._jobs.get(job_id)
+        return job.view.status if job is not None else None
 
     def delete(self, job_id: str) -> oa.DeletedVideo:
         """Cancel if running, then forget the job and its clip."""
@@ -152,6 +169,7 @@ class VideoJobs:
                 return
             view = job.view.model_copy(update=changes)
             self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
+            self._changed.notify_all()
 
     def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
         bound = log.bind(job_id=job_id, model=spec.name or spec.source)

@@ -113,8 +113,9 @@ async def events(handler: Handler) -> EventStreamResponse:
     """Server-sent events: model state changes, progress of loads and requests, log lines."""
 
     async def frames() -> AsyncGenerator[bytes]:
-        yield b": connected\n\n"
-        async for event in handler.events.stream():
-            yield sse(event)
+        with handler.events.subscribe() as events:  # before ': connected': nothing is missed
+            yield b": connected\n\n"
+            async for event in events:
+                yield sse(event)
 
     return EventStreamResponse(frames(), on_disconnect=lambda: None)

@@ -25,7 +25,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON, or server-sent events ending in `data: [DONE]` when `stream` is true",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {  # OpenAPI 3.1: the schema of each event
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "data": {"type": "string", "description": "A chunk as JSON, or [DONE]"}
+                    },
+                    "required": ["data"],
+                }
+            }
+        },
     }
 }
 

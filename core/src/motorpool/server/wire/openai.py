@@ -14,18 +14,23 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from motorpool.types._base import Frozen
+from motorpool.types.image import MAX_IMAGE_SIDE
 from motorpool.types.text import MAX_STOP_SEQUENCES
 
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 MAX_N = 16
+MIN_SIDE = 8
 
 
 def parse_size(size: str) -> tuple[int, int]:
-    """``"512x768"`` → ``(512, 768)``."""
+    """``"512x768"`` → ``(512, 768)``; each side between 8 and ``MAX_IMAGE_SIDE``."""
     match = SIZE_PATTERN.match(size)
     if match is None:
         raise ValueError(f"size must look like 512x512, got {size!r}")
-    return int(match[1]), int(match[2])
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIDE <= width <= MAX_IMAGE_SIDE and MIN_SIDE <= height <= MAX_IMAGE_SIDE):
+        raise ValueError(f"each side of size must be {MIN_SIDE} to {MAX_IMAGE_SIDE}, got {size!r}")
+    return width, height
 
 
 # -- text ----------------------------------------------------------------------------------
