@@ -146,24 +146,6 @@ class ThreadedStream(Generic[T]):
         self.stop()
 
 
-async def iterate_in_thread(
-    items: Iterator[T],
-    *,
-    on_stop: Callable[[], None],
-    finish: Callable[[], None],
-    name: str,
-    capacity: int = DEFAULT_BUFFER,
-) -> AsyncGenerator[T]:
-    """Yield ``items`` (a blocking iterator) one by one as they come; see ThreadedStream."""
-    stream = ThreadedStream(items, on_stop=on_stop, finish=finish, name=name, capacity=capacity)
-    try:
-        async for burst in stream.bursts():
-            for item in burst:
-                yield item
-    finally:
-        stream.stop()
-
-
 async def wait_for_disconnect(receive: Receive) -> None:
     """Return when the client has gone (the request body must have been read)."""
     while True:
