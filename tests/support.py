@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from motorpool.types import ChatRequest
+from motorpool.types import ChatRequest, ModelSpec
 
 MOTORPOOL = Path(sys.executable).with_name("motorpool")
 
@@ -39,6 +39,13 @@ def motorpool(
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def spec(model_file: Path, name: str, **options: object) -> ModelSpec:
+    """A test-engine spec named ``name`` for ``model_file`` with load ``options``."""
+    return ModelSpec.model_validate(
+        {"name": name, "plugin": "testengine", "source": str(model_file), "options": options}
+    )
 
 
 def chat(text: str = "hi", max_tokens: int = 8, seed: int | None = None) -> ChatRequest:

@@ -47,7 +47,7 @@ from motorpool_testengine._png import encode_png, png_size
 from motorpool_testengine.plugin import write_model
 from pydantic import ValidationError
 
-from tests.support import Background, chat, wait_until
+from tests.support import Background, chat, spec, wait_until
 
 PLUGINS = "testengine,testengine-generate-only"
 
@@ -66,12 +66,6 @@ def host(tmp_path: Path):
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
     return write_model(tmp_path / "m.mptest.json")
-
-
-def spec(model_file: Path, name: str, **options: object) -> ModelSpec:
-    return ModelSpec.model_validate(
-        {"name": name, "plugin": "testengine", "source": str(model_file), "options": options}
-    )
 
 
 def test_load_generate_stream_unload(host: Host, model_file: Path) -> None:

@@ -10,7 +10,6 @@ from motorpool.errors import InvalidRequest, UnsupportedCapability
 from motorpool.types import (
     Capability,
     ErrorEvent,
-    ModelSpec,
     ProgressEvent,
     ResultEvent,
     StreamEvent,
@@ -19,6 +18,8 @@ from motorpool.types import (
 )
 from motorpool_testengine._png import PNG_SIGNATURE, encode_png, png_size, split_pngs
 from motorpool_testengine.plugin import VIDEO_MEDIA_TYPE, write_model
+
+from tests.support import spec
 
 
 @pytest.fixture
@@ -33,12 +34,6 @@ def host(tmp_path: Path):
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
     return write_model(tmp_path / "m.mptest.json")
-
-
-def spec(model_file: Path, name: str, **options: object) -> ModelSpec:
-    return ModelSpec.model_validate(
-        {"name": name, "plugin": "testengine", "source": str(model_file), "options": options}
-    )
 
 
 def video(host: Host, model: str, request: VideoRequest) -> VideoResult:

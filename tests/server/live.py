@@ -91,17 +91,22 @@ class LiveServer:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
 
 
+def wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Wait until ``server`` (running on ``thread``) accepts connections."""
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "the server failed to start"
+        assert time.monotonic() < deadline, "the server did not start in 10 s"
+        time.sleep(0.01)
+
+
 def start_live(app: FastAPI) -> tuple[LiveServer, threading.Thread]:
     """Run ``app`` under uvicorn on a thread until the returned server is told to exit."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "the server failed to start"
-        assert time.monotonic() < deadline, "the server did not start in 10 s"
-        time.sleep(0.01)
+    wait_started(server, thread)
     port = server.servers[0].sockets[0].getsockname()[1]
     return LiveServer(f"http://127.0.0.1:{port}", app, server), thread
 

@@ -30,7 +30,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.server.live import AppFactory, LiveServer
+from tests.server.live import AppFactory, LiveServer, wait_started
 
 WS_PATH = "/v1/sessions/ws"
 SEED_PNG = encode_png(16, 16, b"\x10\x20\x30")
@@ -388,11 +388,7 @@ def small_buffer_server(make_app: AppFactory) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "the server failed to start"
-        assert time.monotonic() < deadline, "the server did not start in 10 s"
-        time.sleep(0.01)
+    wait_started(server, thread)
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
