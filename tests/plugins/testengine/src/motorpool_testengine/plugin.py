@@ -263,22 +263,33 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
-def image_events(
-    model: TestModel, request: ImageRequest, context: Context
-) -> Iterator[StreamEvent]:
-    """One progress event per step, then the images."""
-    started = time.perf_counter()
+def _canvas(request: ImageRequest | VideoRequest) -> tuple[int, int]:
+    """Width and height of the output: the request's, or the default; multiples of 8."""
     width = request.width or DEFAULT_IMAGE_SIDE
     height = request.height or DEFAULT_IMAGE_SIDE
     if width % 8 or height % 8:
         raise InvalidRequest(f"width and height must be multiples of 8, got {width}x{height}")
-    steps = request.steps or DEFAULT_STEPS
-    base_seed = request.seed if request.seed is not None else 0
+    return width, height
+
+
+def _denoise(model: TestModel, steps: int, context: Context) -> Iterator[ProgressEvent]:
+    """One progress event per step, paced by ``step_delay_s``, cancellable between steps."""
     for step in range(steps):
         context.raise_if_cancelled()
         if model.options.step_delay_s:
             time.sleep(model.options.step_delay_s)
         yield ProgressEvent(stage="denoise", step=step + 1, total=steps)
+
+
+def image_events(
+    model: TestModel, request: ImageRequest, context: Context
+) -> Iterator[StreamEvent]:
+    """One progress event per step, then the images."""
+    started = time.perf_counter()
+    width, height = _canvas(request)
+    steps = request.steps or DEFAULT_STEPS
+    base_seed = request.seed if request.seed is not None else 0
+    yield from _denoise(model, steps, context)
     images = tuple(
         GeneratedImage(
             png=encode_png(width, height, seed=base_seed + i),
@@ -312,18 +323,11 @@ def video_events(
         raise InvalidRequest(
             f"frames must be one more than a multiple of 4 (1, 5, 9, 13, ...), got {frames}"
         )
-    width = request.width or DEFAULT_IMAGE_SIDE
-    height = request.height or DEFAULT_IMAGE_SIDE
-    if width % 8 or height % 8:
-        raise InvalidRequest(f"width and height must be multiples of 8, got {width}x{height}")
+    width, height = _canvas(request)
     fps = request.fps or DEFAULT_VIDEO_FPS
     steps = request.steps or DEFAULT_STEPS
     base_seed = request.seed if request.seed is not None else 0
-    for step in range(steps):
-        context.raise_if_cancelled()
-        if model.options.step_delay_s:
-            time.sleep(model.options.step_delay_s)
-        yield ProgressEvent(stage="denoise", step=step + 1, total=steps)
+    yield from _denoise(model, steps, context)
     context.raise_if_cancelled()
     pngs = tuple(encode_png(width, height, seed=base_seed + i) for i in range(frames))
     yield ProgressEvent(stage="encoding", step=1, total=1)
