@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from motorpool.types._base import Frozen, Timings
+from motorpool.types._base import Frozen, Seed, Timings
 
 MAX_IMAGE_SIDE = 8192
 MAX_STEPS = 500
+
+# The bounds of each request field, shared with video and the server's request bodies.
+Side = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Guidance = Annotated[float, Field(ge=0, le=100)]
 
 
 class ImageRequest(Frozen):
@@ -18,12 +23,12 @@ class ImageRequest(Frozen):
     kind: Literal["image"] = "image"
     prompt: str = Field(min_length=1)
     negative_prompt: str | None = None
-    width: int | None = Field(default=None, ge=8, le=MAX_IMAGE_SIDE)
-    height: int | None = Field(default=None, ge=8, le=MAX_IMAGE_SIDE)
+    width: Side | None = None
+    height: Side | None = None
     """``None`` takes the model's native size."""
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
-    guidance: float | None = Field(default=None, ge=0, le=100)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    steps: Steps | None = None
+    guidance: Guidance | None = None
+    seed: Seed | None = None
     count: int = Field(default=1, ge=1, le=16)
     init_image: bytes | None = None
     """PNG or JPEG bytes for image-to-image."""

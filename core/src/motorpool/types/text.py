@@ -7,20 +7,28 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from motorpool.types._base import Frozen, Timings, Usage
+from motorpool.types._base import Frozen, Seed, Timings, Usage
 
 MAX_STOP_SEQUENCES = 16
+
+# The bounds of each request field, shared with the server's OpenAI-compatible bodies.
+MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
+Temperature = Annotated[float, Field(ge=0, le=5)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+TopK = Annotated[int, Field(ge=0)]
+MinP = Annotated[float, Field(ge=0, le=1)]
+RepeatPenalty = Annotated[float, Field(gt=0, le=10)]
 
 
 class Sampling(Frozen):
     """Sampling parameters. ``None`` leaves the engine's default in place."""
 
-    temperature: float | None = Field(default=None, ge=0, le=5)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    repeat_penalty: float | None = Field(default=None, gt=0, le=10)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repeat_penalty: RepeatPenalty | None = None
+    seed: Seed | None = None
     logit_bias: dict[int, float] = Field(default_factory=dict[int, float])
 
 
@@ -34,7 +42,7 @@ class CompletionRequest(Frozen):
 
     kind: Literal["completion"] = "completion"
     prompt: str = Field(min_length=1)
-    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    max_tokens: MaxTokens = 256
     stop: StopSequences = ()
     sampling: Sampling = Sampling()
 
@@ -51,7 +59,7 @@ class ChatRequest(Frozen):
 
     kind: Literal["chat"] = "chat"
     messages: tuple[ChatMessage, ...] = Field(min_length=1)
-    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    max_tokens: MaxTokens = 256
     stop: StopSequences = ()
     sampling: Sampling = Sampling()
     chat_template: str | None = None

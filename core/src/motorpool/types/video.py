@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from motorpool.types._base import Frozen, Timings
-from motorpool.types.image import MAX_IMAGE_SIDE, MAX_STEPS
+from motorpool.types._base import Frozen, Seed, Timings
+from motorpool.types.image import Guidance, Side, Steps
+
+# The bounds of each request field, shared with the server's request body.
+FrameCount = Annotated[int, Field(ge=1, le=2049)]
+Fps = Annotated[int, Field(ge=1, le=240)]
 
 
 class VideoRequest(Frozen):
@@ -16,13 +20,13 @@ class VideoRequest(Frozen):
     kind: Literal["video"] = "video"
     prompt: str = Field(min_length=1)
     negative_prompt: str | None = None
-    frames: int | None = Field(default=None, ge=1, le=2049)
-    width: int | None = Field(default=None, ge=8, le=MAX_IMAGE_SIDE)
-    height: int | None = Field(default=None, ge=8, le=MAX_IMAGE_SIDE)
-    fps: int | None = Field(default=None, ge=1, le=240)
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
-    guidance: float | None = Field(default=None, ge=0, le=100)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    frames: FrameCount | None = None
+    width: Side | None = None
+    height: Side | None = None
+    fps: Fps | None = None
+    steps: Steps | None = None
+    guidance: Guidance | None = None
+    seed: Seed | None = None
     init_image: bytes | None = None
     """First frame (PNG or JPEG) for image-to-video."""
     return_frames: bool = False

@@ -13,9 +13,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from motorpool.types._base import Frozen
-from motorpool.types.image import MAX_IMAGE_SIDE
-from motorpool.types.text import MAX_STOP_SEQUENCES
+from motorpool.types._base import Frozen, Seed
+from motorpool.types.image import MAX_IMAGE_SIDE, Guidance, Steps
+from motorpool.types.text import (
+    MAX_STOP_SEQUENCES,
+    MaxTokens,
+    MinP,
+    RepeatPenalty,
+    Temperature,
+    TopK,
+    TopP,
+)
+from motorpool.types.video import Fps, FrameCount
 
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 MAX_N = 16
@@ -72,13 +81,13 @@ Stop = str | Annotated[tuple[str, ...], Field(max_length=MAX_STOP_SEQUENCES)] | 
 
 class _TextRequest(Frozen):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=5)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    repeat_penalty: float | None = Field(default=None, gt=0, le=10)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repeat_penalty: RepeatPenalty | None = None
+    seed: Seed | None = None
     stop: Stop = None
     n: Literal[1] = 1
     """Only one choice per request; send several requests for more."""
@@ -109,7 +118,7 @@ class ChatCompletionRequest(_TextRequest):
     """``POST /v1/chat/completions``."""
 
     messages: tuple[ChatCompletionMessage, ...] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: MaxTokens | None = None
 
 
 class CompletionRequest(_TextRequest):
@@ -237,10 +246,10 @@ class ImageGenerationRequest(Frozen):
     """``WIDTHxHEIGHT``; the model's native size when omitted."""
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: Literal["png"] = "png"
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: Seed | None = None
     negative_prompt: str | None = None
-    steps: int | None = Field(default=None, ge=1, le=500)
-    guidance: float | None = Field(default=None, ge=0, le=100)
+    steps: Steps | None = None
+    guidance: Guidance | None = None
     quality: str | None = None
     """Accepted for compatibility; the model's settings decide the quality."""
     style: str | None = None
@@ -289,11 +298,11 @@ class VideoCreateRequest(Frozen):
     seconds: float | None = Field(default=None, gt=0, le=600)
     """Duration; becomes ``seconds * fps + 1`` frames unless ``frames`` is given."""
     size: str | None = None
-    frames: int | None = Field(default=None, ge=1, le=2049)
-    fps: int | None = Field(default=None, ge=1, le=240)
-    steps: int | None = Field(default=None, ge=1, le=500)
-    guidance: float | None = Field(default=None, ge=0, le=100)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    frames: FrameCount | None = None
+    fps: Fps | None = None
+    steps: Steps | None = None
+    guidance: Guidance | None = None
+    seed: Seed | None = None
     negative_prompt: str | None = None
 
     @field_validator("size")
