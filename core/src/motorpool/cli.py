@@ -515,7 +515,10 @@ def serve(  # noqa: PLR0917 - click passes each option by keyword
         parallel=parallel,
         max_queue=max_queue,
     )
-    run_server(settings, preload=preload)
+    try:
+        run_server(settings, preload=preload)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown: not an error
+        click.echo("stopped", err=True)
 
 
 @main.command()
