@@ -13,7 +13,6 @@ from motorpool._catalog import Catalog
 from motorpool._discovery import discover, parse_allow_list
 from motorpool._events import EventBus, Listener
 from motorpool._generation import Generation, Run
-from motorpool._hardware import hardware_report, physical_memory
 from motorpool._lifecycle import Models, model_id_of
 from motorpool._logging import configure_logging
 from motorpool._plugin import GENERATION_HOOKS, SESSION_HOOKS, Plugin
@@ -23,6 +22,7 @@ from motorpool._settings import Settings
 from motorpool._states import STATUS, ModelEntry, Ready
 from motorpool.engine import Context, TinyModel
 from motorpool.errors import EngineFailed, InvalidRequest, ModelNotReady, UnsupportedCapability
+from motorpool.hardware import hardware_report, physical_memory
 from motorpool.types import (
     Capability,
     GenerationRequest,

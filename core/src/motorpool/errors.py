@@ -97,6 +97,13 @@ class UnsupportedCapability(InvalidRequest):
     status = 400
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt does not fit in the model's context (its loaded context length)."""
+
+    code = "context_length_exceeded"
+    status = 400
+
+
 class UnknownModel(MotorpoolError):
     """No alias, loaded model or spec matches the name."""
 

@@ -37,7 +37,9 @@ from motorpool.types.text import (
     ChatRequest,
     CompletionRequest,
     FinishReason,
+    Guards,
     Sampling,
+    TextRequest,
     TextResult,
 )
 from motorpool.types.video import VideoRequest, VideoResult
@@ -62,6 +64,7 @@ __all__ = [
     "GeneratedImage",
     "GenerationRequest",
     "GenerationResult",
+    "Guards",
     "HardwareReport",
     "HostEvent",
     "HostModelEvent",
@@ -84,6 +87,7 @@ __all__ = [
     "SessionConfig",
     "StreamEvent",
     "TerminalEvent",
+    "TextRequest",
     "TextResult",
     "Timings",
     "TokenEvent",

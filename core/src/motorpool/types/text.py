@@ -32,6 +32,23 @@ class Sampling(Frozen):
     logit_bias: dict[int, float] = Field(default_factory=dict[int, float])
 
 
+class Guards(Frozen):
+    """Streaming guards: each ends a stream that went wrong with its own finish reason.
+
+    They apply to every text engine that streams through :func:`motorpool.textgen.stream_text`.
+    """
+
+    max_chars: int | None = Field(default=None, ge=1)
+    """Output longer than this many characters ends with ``runaway`` (off by default)."""
+    max_repeats: int | None = Field(default=8, ge=2, le=1000)
+    """The same line, block of lines or short pattern this many times in a row ends with
+    ``loop``; ``None`` turns loop detection off."""
+    min_tokens_per_s: float | None = Field(default=None, gt=0)
+    """A generation rate below this floor, measured over the last few seconds once
+    ``grace_s`` have passed since the first token, ends with ``too_slow``."""
+    grace_s: float = Field(default=3.0, ge=0, le=3600)
+
+
 StopSequences = Annotated[
     tuple[Annotated[str, Field(min_length=1)], ...], Field(max_length=MAX_STOP_SEQUENCES)
 ]
@@ -45,6 +62,7 @@ class CompletionRequest(Frozen):
     max_tokens: MaxTokens = 256
     stop: StopSequences = ()
     sampling: Sampling = Sampling()
+    guards: Guards = Guards()
 
 
 class ChatMessage(Frozen):
@@ -62,8 +80,12 @@ class ChatRequest(Frozen):
     max_tokens: MaxTokens = 256
     stop: StopSequences = ()
     sampling: Sampling = Sampling()
+    guards: Guards = Guards()
     chat_template: str | None = None
     """A Jinja template overriding the model's own for this request."""
+
+
+TextRequest = CompletionRequest | ChatRequest
 
 
 class FinishReason(StrEnum):

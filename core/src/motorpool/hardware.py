@@ -1,4 +1,4 @@
-"""What the machine has, found without importing torch or any engine."""
+"""What the machine has, found without importing torch or any engine (plugins use it in probes)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ def hardware_report() -> HardwareReport:
         memory_available_bytes=memory.available,
         accelerators=tuple(devices),
     )
+
+
+def likely_accelerators() -> frozenset[Accelerator]:
+    """Accelerators this machine seems to have, from files alone: no subprocess, no import.
+
+    For quick probes, which must stay fast; :func:`hardware_report` names the devices.
+    """
+    found: set[Accelerator] = set()
+    if shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia/version").exists():
+        found.add(Accelerator.CUDA)
+    if Path("/dev/kfd").exists() and Path("/opt/rocm").exists():
+        found.add(Accelerator.ROCM)
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        found.add(Accelerator.METAL)
+    return frozenset(found)
 
 
 def physical_memory() -> int:

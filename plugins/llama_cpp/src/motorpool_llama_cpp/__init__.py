@@ -1,0 +1,1 @@
+"""motorpool engine plugin for llama.cpp."""
