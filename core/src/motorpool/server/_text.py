@@ -23,6 +23,8 @@ def to_request(
         logit_bias=body.logit_bias or {},
     )
     fields: dict[str, object] = {"stop": body.stop_sequences, "sampling": sampling}
+    if body.guards is not None:
+        fields["guards"] = body.guards
     if isinstance(body, oa.ChatCompletionRequest):
         max_tokens = body.max_completion_tokens or body.max_tokens
         messages = [ChatMessage(role=_role(m.role), content=m.text) for m in body.messages]

@@ -37,7 +37,7 @@ GGML_BLOCKS: dict[int, tuple[int, int]] = {
     6: (32, 22),  # Q5_0
     7: (32, 24),  # Q5_1
     8: (32, 34),  # Q8_0
-    9: (32, 36),  # Q8_1
+    9: (32, 40),  # Q8_1
     10: (256, 84),  # Q2_K
     11: (256, 110),  # Q3_K
     12: (256, 144),  # Q4_K
@@ -101,14 +101,21 @@ class GGUFInfo:
         template = self.metadata.get("tokenizer.chat_template")
         return template if isinstance(template, str) and template.strip() else None
 
+    @property
+    def head_sizes(self) -> tuple[int, int]:
+        """Widths of one attention head's key and value."""
+        heads = self.arch_int("attention.head_count") or 1
+        embedding = self.arch_int("embedding_length") or 0
+        key = self.arch_int("attention.key_length") or embedding // heads
+        return key, self.arch_int("attention.value_length") or key
+
     def kv_bytes_per_token(self, bytes_per_element: float) -> int:
         """Bytes the KV cache needs per token of context, at the given element size."""
         layers = self.arch_int("block_count") or 0
-        heads = self.arch_int("attention.head_count") or 1
-        kv_heads = self.arch_int("attention.head_count_kv") or heads
-        embedding = self.arch_int("embedding_length") or 0
-        key = self.arch_int("attention.key_length") or embedding // heads
-        value = self.arch_int("attention.value_length") or key
+        kv_heads = (
+            self.arch_int("attention.head_count_kv") or self.arch_int("attention.head_count") or 1
+        )
+        key, value = self.head_sizes
         return math.ceil(layers * kv_heads * (key + value) * bytes_per_element)
 
 

@@ -26,7 +26,7 @@ from motorpool.types import (
 )
 
 from motorpool_llama_cpp import _probe
-from motorpool_llama_cpp._gguf import GGUFInfo, read_gguf
+from motorpool_llama_cpp._gguf import GGML_BLOCKS, GGUFInfo, read_gguf
 from motorpool_llama_cpp._options import DEFAULT_CONTEXT, KV_CACHE_TYPES, LlamaOptions
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[Llam
     options = source.options(LlamaOptions)
     info = read_gguf(gguf_file(source))
     length = context_length(info, options)
+    check_kv_cache_type(info, options)
     context.raise_if_cancelled()
     context.progress("load", 0, 1)
     from motorpool_llama_cpp import _engine  # noqa: PLC0415 - loads llama.cpp's native library
@@ -178,6 +179,18 @@ def context_length(info: GGUFInfo, options: LlamaOptions) -> int:
             hint=f"use a context_length of at most {trained}",
         )
     return options.context_length
+
+
+def check_kv_cache_type(info: GGUFInfo, options: LlamaOptions) -> None:
+    """A quantised KV cache needs head sizes that its blocks divide (llama.cpp's rule)."""
+    block = GGML_BLOCKS[KV_CACHE_TYPES[options.kv_cache_type][0]][0]
+    uneven = [size for size in info.head_sizes if size % block]
+    if uneven:
+        raise InvalidOptions(
+            f"kv_cache_type {options.kv_cache_type!r} stores blocks of {block} values, "
+            f"which do not divide this model's attention head size of {uneven[0]}",
+            hint="use kv_cache_type 'f16' (the default) for this model",
+        )
 
 
 def estimate_memory(info: GGUFInfo, options: LlamaOptions, length: int) -> int:

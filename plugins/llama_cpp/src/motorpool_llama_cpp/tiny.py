@@ -41,8 +41,8 @@ class GGUFConfig:
     architecture: str = "llama"
     hidden: int = 64
     layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
+    heads: int = 2
+    kv_heads: int = 1
     intermediate: int = 128
     vocab: int = 512
     context: int = 2048
@@ -70,8 +70,14 @@ QWEN2_5_0_5B = GGUFConfig(
 """Qwen2.5-0.5B-Instruct's dimensions (494 M parameters)."""
 
 
-def build_gguf(path: Path, config: GGUFConfig = TINY, *, seed: int = 0) -> Path:
-    """Write a random-weight GGUF with a trained tokenizer and a ChatML template."""
+def build_gguf(
+    path: Path,
+    config: GGUFConfig = TINY,
+    *,
+    seed: int = 0,
+    chat_template: str | None = CHATML_TEMPLATE,
+) -> Path:
+    """Write a random-weight GGUF with a trained tokenizer and (by default) a ChatML template."""
     import gguf  # noqa: PLC0415 - the tiny extra, imported only to build a model
     import numpy as np  # noqa: PLC0415
 
@@ -102,7 +108,8 @@ def build_gguf(path: Path, config: GGUFConfig = TINY, *, seed: int = 0) -> Path:
     writer.add_bos_token_id(tokens.index("<|endoftext|>"))
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_add_bos_token(False)  # noqa: FBT003 - gguf's writer takes it positionally
-    writer.add_chat_template(CHATML_TEMPLATE)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     for name, tensor in _weights(config, rng):
         writer.add_tensor(name, tensor)
     writer.write_header_to_file()

@@ -17,6 +17,7 @@ from motorpool.types._base import Frozen, Seed
 from motorpool.types.image import MAX_IMAGE_SIDE, Guidance, Steps
 from motorpool.types.text import (
     MAX_STOP_SEQUENCES,
+    Guards,
     MaxTokens,
     MinP,
     RepeatPenalty,
@@ -95,6 +96,8 @@ class _TextRequest(Frozen):
     stream_options: StreamOptions | None = None
     logit_bias: dict[int, float] | None = None
     user: str | None = None
+    guards: Guards | None = None
+    """motorpool's streaming guards (runaway, loop, too slow); default: loop detection only."""
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
