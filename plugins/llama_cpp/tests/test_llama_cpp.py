@@ -13,6 +13,7 @@ from pathlib import Path
 import gguf
 import llama_cpp
 import pytest
+from llama_cpp import llama_chat_format
 from motorpool import ChatRequest, CompletionRequest, Host, ModelSpec
 from motorpool.errors import (
     ContextLengthExceeded,
@@ -31,7 +32,7 @@ from motorpool.types import (
 )
 from motorpool_llama_cpp import _probe, plugin
 from motorpool_llama_cpp._gguf import GGML_BLOCKS, read_gguf
-from motorpool_llama_cpp._options import LlamaOptions
+from motorpool_llama_cpp._options import CHAT_FORMATTERS, LlamaOptions
 from motorpool_llama_cpp.tiny import CHATML_TEMPLATE
 from pydantic import ValidationError
 
@@ -433,3 +434,8 @@ def test_copying_a_model_into_place_is_picked_up(
     (folder / "mmproj-model-f16.gguf").write_bytes(b"projector, never loaded as the model")
     info = host.load(ModelSpec(plugin="llama-cpp", source=str(folder)))
     assert info.details["file"] == "model-q8_0.gguf"
+
+
+def test_every_chat_format_name_is_a_formatter_of_this_llama_cpp() -> None:
+    for function in CHAT_FORMATTERS.values():
+        assert callable(getattr(llama_chat_format, function))
