@@ -1,0 +1,1 @@
+"""motorpool engine plugin: MLX (mlx-lm) text generation."""
