@@ -303,7 +303,7 @@ def _pick(value: float | None, default: float | None) -> float:
 
 def default_device() -> str:
     """The device MLX computes on by default (``gpu`` on Apple silicon, else ``cpu``)."""
-    return str(mx.default_device())
+    return mx.default_device().type.name
 
 
 def devices() -> list[Device]:

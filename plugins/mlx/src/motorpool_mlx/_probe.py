@@ -32,17 +32,26 @@ _LINUX_BACKENDS = {
 }
 
 
-def unsupported_platform() -> str | None:
-    """Why MLX cannot run on this machine at all, or ``None`` when it can."""
-    machine = platform.machine()
-    if sys.platform == "darwin":
+def unsupported_platform(
+    system: str = sys.platform,
+    machine: str | None = None,
+    libc: tuple[str, str] | None = None,
+) -> str | None:
+    """Why MLX cannot run on a machine at all, or ``None`` when it can.
+
+    :param system: ``sys.platform`` of the machine (this one by default).
+    :param machine: ``platform.machine()`` (this one's by default).
+    :param libc: ``platform.libc_ver()`` (this one's by default; read only on Linux).
+    """
+    machine = platform.machine() if machine is None else machine
+    if system == "darwin":
         if machine != "arm64":
             return f"MLX needs Apple silicon (arm64); this Mac is {machine}"
         return None
-    if sys.platform.startswith("linux"):
-        libc, version = platform.libc_ver()
+    if system.startswith("linux"):
+        name, version = platform.libc_ver() if libc is None else libc
         numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
-        if libc == "glibc" and len(numbers) == len(MIN_GLIBC) and numbers < MIN_GLIBC:
+        if name == "glibc" and len(numbers) == len(MIN_GLIBC) and numbers < MIN_GLIBC:
             return (
                 f"MLX's Linux wheels need glibc {'.'.join(map(str, MIN_GLIBC))} or newer; "
                 f"this machine has {version}"
@@ -50,13 +59,13 @@ def unsupported_platform() -> str | None:
         return None
     return (
         "MLX runs on Apple silicon (macOS, Metal) and on Linux (CPU or CUDA builds); "
-        f"this machine runs {platform.system() or sys.platform} on {machine or 'unknown'}"
+        f"this machine runs {system} on {machine or 'an unknown processor'}"
     )
 
 
-def install_command() -> str:
-    """The pip command that installs MLX and mlx-lm for this platform."""
-    return MACOS_INSTALL if sys.platform == "darwin" else LINUX_INSTALL
+def install_command(system: str = sys.platform) -> str:
+    """The pip command that installs MLX and mlx-lm for a platform (this one by default)."""
+    return MACOS_INSTALL if system == "darwin" else LINUX_INSTALL
 
 
 def linux_backends() -> frozenset[Accelerator]:
