@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 COMMIT = "a" * 40
 CHUNK = 1024
@@ -117,3 +119,17 @@ def serve(hub: FakeHub) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def client_env(endpoint: str, home: Path) -> dict[str, str]:
+    """The environment of a host process that downloads from ``endpoint`` into ``home``.
+
+    ``huggingface_hub`` reads these once, at import: the host must run in a fresh process.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MOTORPOOL_", "HF_"))}
+    return {
+        **inherited,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(home / "hf"),
+        "MOTORPOOL_HOME": str(home),
+    }

@@ -7,7 +7,6 @@ Each test runs the host in a fresh process: huggingface_hub reads ``HF_ENDPOINT`
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from motorpool_testengine.plugin import write_model
 
-from tests.fake_hub import FakeHub, serve
+from tests.fake_hub import FakeHub, client_env, serve
 
 LOAD = """
 import json, sys, threading
@@ -60,12 +59,7 @@ def load_from(
 ) -> dict[str, Any]:
     spec = json.dumps({"plugin": "testengine", "source": source, "files": files})
     with serve(hub) as endpoint:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MOTORPOOL_", "HF_"))},
-            "HF_ENDPOINT": endpoint,
-            "HF_HOME": str(tmp_path / "hf"),
-            "MOTORPOOL_HOME": str(tmp_path),
-        }
+        env = client_env(endpoint, tmp_path)
         done = subprocess.run(
             [sys.executable, "-c", LOAD, spec, "cancel" if cancel else "wait"],
             env=env,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 from motorpool._settings import Settings
 from motorpool.server import create_app
 
-from tests.fake_hub import FakeHub, serve
+from tests.fake_hub import FakeHub, client_env, serve
 from tests.server.live import LiveServer, start_live
 
 MODELS = """
@@ -122,12 +121,7 @@ def test_load_from_a_hub_repo_with_a_file_pattern(
     )
     spec = {"plugin": plugin, "source": "org/Tiny-GGUF", "files": ["*q8_0.gguf"]}
     with serve(hub) as endpoint:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MOTORPOOL_", "HF_"))},
-            "HF_ENDPOINT": endpoint,
-            "HF_HOME": str(tmp_path / "hf"),
-            "MOTORPOOL_HOME": str(tmp_path),
-        }
+        env = client_env(endpoint, tmp_path)
         done = subprocess.run(
             [sys.executable, "-c", LOAD_FROM_HUB, json.dumps(spec)],
             env=env,

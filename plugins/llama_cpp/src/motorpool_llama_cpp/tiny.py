@@ -15,23 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from motorpool.tiny import BOS_TOKEN, CHATML_TEMPLATE, EOS_TOKEN, SPECIAL_TOKENS, train_tokenizer
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-_CORPUS = (
-    "The quick brown fox jumps over the lazy dog. A motor pool keeps engines ready to run. "
-    "Models load, generate and stream tokens; the host schedules requests fairly. "
-    "Hello world! How are you today? I am fine, thank you. Numbers: 0 1 2 3 4 5 6 7 8 9. "
-    "Say something about the weather, the sea, the mountains and the city at night. "
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +69,7 @@ def build_gguf(
     import gguf  # noqa: PLC0415 - the tiny extra, imported only to build a model
     import numpy as np  # noqa: PLC0415
 
-    tokens, merges = _train_tokenizer(config.vocab)
+    tokens, merges = _vocabulary(config.vocab)
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), config.architecture)
     writer.add_name(f"motorpool random {config.architecture} {config.hidden}x{config.layers}")
@@ -105,8 +93,8 @@ def build_gguf(
         ]
     )
     writer.add_token_merges(merges)
-    writer.add_bos_token_id(tokens.index("<|endoftext|>"))
-    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_bos_token_id(tokens.index(BOS_TOKEN))
+    writer.add_eos_token_id(tokens.index(EOS_TOKEN))
     writer.add_add_bos_token(False)  # noqa: FBT003 - gguf's writer takes it positionally
     if chat_template is not None:
         writer.add_chat_template(chat_template)
@@ -160,21 +148,9 @@ def _weights(
     return weights
 
 
-def _train_tokenizer(vocab_size: int) -> tuple[list[str], list[str]]:
-    """A byte-level BPE vocabulary (padded to ``vocab_size``) and its merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
-
-    trained = min(vocab_size, 512)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=trained,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([_CORPUS] * 8, trainer=trainer)
+def _vocabulary(vocab_size: int) -> tuple[list[str], list[str]]:
+    """A trained byte-level BPE vocabulary (padded to ``vocab_size``) and its merges."""
+    tokenizer = train_tokenizer(min(vocab_size, 512))
     by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     tokens = [token for token, _ in by_id]
     # Real-size vocabularies are padded with unused tokens: the output layer keeps its
