@@ -137,12 +137,15 @@ class StreamGuard:
 
     def _repeated_pattern(self, repeats: int) -> bool:
         tail = self._tail
+        last = tail[-1]
         for size in range(1, MAX_PATTERN_CHARS + 1):
             times = max(repeats, math.ceil(MIN_PATTERN_SPAN / size))
             if size * times > len(tail):
                 break
+            if tail[-1 - size] != last:  # cheap: most periods fail on the last character
+                continue
             unit = tail[-size:]
-            if _has_words(unit) and tail.endswith(unit * times):
+            if tail.endswith(unit * times) and _has_words(unit):
                 return True
         return False
 
