@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import mlx.core as mx
 import mlx_lm
@@ -44,32 +44,6 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError)
 """What mlx-lm raises for a folder it cannot use: missing or mismatched weights
 (``ValueError``), config fields its architecture needs (``KeyError``, ``TypeError``),
 tokenizer files transformers cannot read (``OSError``, ``ValueError``)."""
-
-
-class _Tokenizer(Protocol):
-    """The part of mlx-lm's ``TokenizerWrapper`` the plugin uses, typed."""
-
-    bos_token: str | None
-    has_chat_template: bool
-
-    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        """Token ids of ``text``."""
-        ...
-
-    def apply_chat_template(
-        self,
-        conversation: list[dict[str, str]],
-        *,
-        add_generation_prompt: bool,
-        tokenize: bool,
-        **kwargs: object,
-    ) -> list[int]:
-        """Token ids of the conversation rendered by the chat template."""
-        ...
-
-    def __len__(self) -> int:
-        """Tokens in the vocabulary."""
-        ...
 
 
 def check_architecture(folder: ModelFolder) -> None:
@@ -146,7 +120,7 @@ class MlxModel:
     ) -> None:
         self._model: nn.Module | None = model
         self._wrapper = tokenizer
-        self._tokenizer = cast("_Tokenizer", tokenizer)
+        self._tokenizer = cast("_mlx.Tokenizer", tokenizer)
         self.folder = folder
         self.options = options
         self.context_length = folder.context_length

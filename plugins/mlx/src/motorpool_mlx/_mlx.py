@@ -1,8 +1,9 @@
-"""Typed views of the few mlx and mlx-lm functions whose own annotations are incomplete.
+"""Typed views of the few mlx and mlx-lm functions and objects whose annotations are incomplete.
 
 mlx ships type stubs, but some functions take or return untyped values (``mx.eval(*args)``,
-``tree_flatten``, ``nn.quantize``'s predicate, ``stream_generate(**kwargs)``). Each is given
-its precise signature here, once, so the rest of the plugin type-checks strictly.
+``tree_flatten``, ``nn.quantize``'s predicate, ``stream_generate(**kwargs)``) and mlx-lm's
+``TokenizerWrapper`` forwards to transformers untyped. Each is given its precise signature
+here, once, so the rest of the plugin type-checks strictly.
 Importing this module imports mlx and mlx-lm: only the load path and the tiny model
 builder do.
 """
@@ -21,6 +22,32 @@ from mlx_lm.generate import GenerationResponse
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 QuantizePredicate = Callable[[str, nn.Module], "bool | dict[str, object]"]
+
+
+class Tokenizer(Protocol):
+    """The part of mlx-lm's ``TokenizerWrapper`` the plugin uses, typed."""
+
+    bos_token: str | None
+    has_chat_template: bool
+
+    def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """Token ids of ``text``."""
+        ...
+
+    def apply_chat_template(
+        self,
+        conversation: list[dict[str, str]],
+        *,
+        add_generation_prompt: bool,
+        tokenize: bool,
+        **kwargs: object,
+    ) -> list[int]:
+        """Token ids of the conversation rendered by the chat template."""
+        ...
+
+    def __len__(self) -> int:
+        """Tokens in the vocabulary."""
+        ...
 
 
 class _StreamGenerate(Protocol):
