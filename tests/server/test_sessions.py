@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -369,8 +369,9 @@ class _SmallReads(ClientConnection):
 class _SmallWriteBuffer(WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)
-        transport.set_write_buffer_limits(high=4096)  # asyncio's default is 64 KiB
+        # asyncio's or uvloop's transport (the latter is no asyncio.Transport subclass)
+        writable = cast("asyncio.WriteTransport", transport)
+        writable.set_write_buffer_limits(high=4096)  # the default is 64 KiB
 
 
 @contextmanager

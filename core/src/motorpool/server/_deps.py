@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the typed accessors routes use to reach the application state."""
+"""FastAPI dependencies: the typed accessors routes use to reach the application state.
+
+They are coroutines although nothing in them waits: FastAPI runs a plain function
+dependency on its thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from motorpool.server._handler import AppHandler
 from motorpool.server._security import bearer_token, check_key
 
 
-def get_handler(connection: HTTPConnection) -> AppHandler:
+async def get_handler(connection: HTTPConnection) -> AppHandler:
     """The application handler of the app serving this request or socket."""
     return cast("AppHandler", connection.app.state.handler)
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     """The id the request-log middleware gave this request (``X-Request-ID``)."""
     return cast("str", request.state.request_id)
 
 
-def require_key(
+async def require_key(
     handler: Annotated[AppHandler, Depends(get_handler)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:

@@ -15,7 +15,7 @@ router = APIRouter()
 @router.websocket("/v1/sessions/ws")
 async def session_socket(websocket: WebSocket) -> None:
     """One interactive session per connection; ``docs/server.md`` has the protocol."""
-    handler = get_handler(websocket)
+    handler = await get_handler(websocket)
     await websocket.accept()
     presented = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
         "api_key"
