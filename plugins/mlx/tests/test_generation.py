@@ -18,6 +18,7 @@ import pytest
 from mlx_lm import load, stream_generate
 from motorpool import Host
 from motorpool.errors import ContextLengthExceeded, InvalidModel, InvalidRequest
+from motorpool.tiny import CHATML_TEMPLATE
 from motorpool.types import (
     ChatRequest,
     CompletionRequest,
@@ -29,7 +30,6 @@ from motorpool.types import (
     TextResult,
     TokenEvent,
 )
-from motorpool_mlx.tiny import CHATML_TEMPLATE
 from tokenizers import Tokenizer
 
 FORCE = 100.0

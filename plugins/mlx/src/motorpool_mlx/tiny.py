@@ -2,10 +2,11 @@
 
 The folder holds what ``mlx_lm.load`` reads from a real checkpoint: ``config.json``,
 ``model.safetensors`` (random weights from mlx's own Llama module, so the tensor names
-are exactly the ones mlx-lm loads), and a byte-level BPE tokenizer trained here with
-``tokenizers`` (``tokenizer.json`` + ``tokenizer_config.json`` with a ChatML chat
-template). Nothing is downloaded. Speed does not depend on the weights' values, so a
-random model with a real model's dimensions benchmarks like the real one.
+are exactly the ones mlx-lm loads), and the byte-level BPE tokenizer that
+``motorpool.tiny`` trains with ``tokenizers`` (``tokenizer.json`` and
+``tokenizer_config.json`` with its ChatML chat template). Nothing is downloaded. Speed
+does not depend on the weights' values, so a random model with a real model's dimensions
+benchmarks like the real one.
 """
 
 from __future__ import annotations
@@ -13,30 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-EOS_TOKEN = "<|im_end|>"  # noqa: S105 - a token of the vocabulary, not a secret
-VOCAB_SIZE = 512
-_CORPUS = (
-    "Engines wait in the motor pool until a request arrives; then one of them starts, "
-    "streams its answer token by token and goes back to idle. Hello! How are you today? "
-    "The weather is fine by the sea, cold in the mountains and loud in the city at night. "
-    "Count with me: one, two, three, four, five, six, seven, eight, nine and ten. "
-    "Apple silicon computes with Metal; Linux machines use the CPU build of MLX. "
-    "A small model answers quickly, a large model answers well: choose what you need. "
-    "Questions, answers, stories and poems; code in Python, lists, tables and JSON. "
-    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday, January to December. "
-)
+from motorpool.tiny import BOS_TOKEN, CHATML_TEMPLATE, EOS_TOKEN, train_tokenizer
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 
@@ -79,7 +59,7 @@ def build_model(
     from motorpool_mlx import _mlx  # noqa: PLC0415
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer()
+    tokenizer = train_tokenizer()
     vocab_size = tokenizer.get_vocab_size()
     mx.random.seed(seed)
     model = llama.Model(
@@ -93,7 +73,7 @@ def build_model(
         "model_type": "llama",
         "vocab_size": vocab_size,
         **asdict(config),
-        "bos_token_id": tokenizer.token_to_id(SPECIAL_TOKENS[0]),
+        "bos_token_id": tokenizer.token_to_id(BOS_TOKEN),
         "eos_token_id": tokenizer.token_to_id(EOS_TOKEN),
         "torch_dtype": dtype,
     }
@@ -103,7 +83,7 @@ def build_model(
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
         "eos_token": EOS_TOKEN,
-        "pad_token": SPECIAL_TOKENS[0],
+        "pad_token": BOS_TOKEN,
         "model_max_length": config.max_position_embeddings,
         "chat_template": CHATML_TEMPLATE,
     }
@@ -111,20 +91,3 @@ def build_model(
         json.dumps(tokenizer_config, indent=2), encoding="utf-8"
     )
     return directory
-
-
-def _train_tokenizer() -> Tokenizer:
-    """A byte-level BPE tokenizer of :data:`VOCAB_SIZE` tokens, trained on a few sentences."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([_CORPUS] * 8, trainer=trainer)
-    return tokenizer
