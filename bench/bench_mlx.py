@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs is not None:
         os.environ["BENCH_RUNS"] = str(args.runs)
     rows = measure([path.resolve() for path in args.model])
-    print(f"python {sys.version.split()[0]}, median of {repeats()} runs")
+    print(f"python {sys.version.split()[0]}, best of at least {repeats()} runs per way")
     print(table(rows))
     return 1 if any(row.missed for row in rows) else 0
 
