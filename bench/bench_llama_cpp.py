@@ -68,7 +68,7 @@ print(json.dumps({"path": str(out)}))
 """
 
 _CLIENT = """
-import json, statistics, threading, time
+import gc, json, statistics, threading, time
 import httpx, llama_cpp
 import numpy as np
 from motorpool import Host, Settings
@@ -163,13 +163,22 @@ def sse(url, model):
     return stream
 
 
+def settle():
+    # Let the last measurement's threads finish and its garbage go, so that no way is
+    # measured while the one before it is still tidying up in this process.
+    gc.collect()
+    time.sleep(0.2)
+
+
 def one(way):
+    settle()
     start = now()
     first, tokens = way(start)
     return {"ttft": first, "tps": tokens / (now() - start), "tokens": tokens}
 
 
 def many(way, serial):
+    settle()
     results, start = [None] * A["streams"], now()
 
     def run(i):

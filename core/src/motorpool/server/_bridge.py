@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Generic, TypeVar
@@ -23,6 +24,10 @@ R = TypeVar("R")
 DEFAULT_BUFFER = 256
 MAX_BURST = 32
 """Items handed over at most at once: bounds the latency a burst adds to its first item."""
+MIN_WAKE_INTERVAL_S = 0.002
+"""A fast producer wakes the loop at most this often, so its items travel in bursts (one
+write each) and its thread is not interrupted for every item; an item that comes after a
+pause is handed over at once."""
 _POLL_S = 0.1
 
 
@@ -42,6 +47,7 @@ class _Channel(Generic[T]):
         self._room.set()
         self._wake = asyncio.Event()
         self._signalled = False
+        self._last_wake = 0.0
         self._done = False
         self.stopped = threading.Event()
 
@@ -72,8 +78,12 @@ class _Channel(Generic[T]):
         if loop is None or self._signalled:  # no reader yet: it looks before it waits
             return
         self._signalled = True
+        delay = self._last_wake + MIN_WAKE_INTERVAL_S - time.monotonic()
         try:
-            loop.call_soon_threadsafe(self._wake.set)
+            if delay > 0:
+                loop.call_soon_threadsafe(loop.call_later, delay, self._wake.set)
+            else:
+                loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:  # the loop closed under us: nobody is listening
             self.stop()
 
@@ -92,6 +102,7 @@ class _Channel(Generic[T]):
                 return
             await self._wake.wait()
             self._wake.clear()
+            self._last_wake = time.monotonic()
 
 
 class ThreadedStream(Generic[T]):
