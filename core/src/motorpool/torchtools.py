@@ -1,0 +1,278 @@
+"""Device, dtype and memory handling shared by the plugins that run PyTorch models.
+
+The diffusers image and video plugins load their pipelines the same way: a device
+(``auto`` = CUDA, then Apple's MPS, then the CPU), a dtype (``auto`` = bfloat16 or
+float16 on an accelerator, float32 on the CPU), optional model CPU offload and VAE
+slicing / tiling. :class:`TorchOptions` declares those load options once; plugins
+extend it with their own.
+
+Importing this module never imports torch: every function that needs it imports it
+when called (a plugin's quick probe and memory estimate use the rest).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import importlib.util
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from motorpool.errors import InvalidOptions
+from motorpool.hardware import likely_accelerators, physical_memory
+from motorpool.types import Accelerator, Device
+
+if TYPE_CHECKING:
+    import torch
+
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+DeviceName = Annotated[str, Field(pattern=DEVICE_PATTERN)]
+"""``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+
+DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
+_CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
+
+
+class TorchOptions(BaseModel):
+    """Where and in which precision a PyTorch model runs: load options plugins extend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: DeviceName = "auto"
+    """``auto`` picks CUDA, then MPS (Apple silicon), then the CPU."""
+    dtype: DtypeName = "auto"
+    """``auto``: bfloat16 on CUDA GPUs that support it (float16 on older ones and on
+    MPS), float32 on the CPU."""
+    cpu_offload: bool = False
+    """Keep the weights in RAM and move each model to the GPU only while it runs
+    (``enable_model_cpu_offload``): less GPU memory, some speed lost. Ignored on the CPU."""
+    vae_slicing: bool = False
+    """Decode a batch of images one at a time: less memory for several images."""
+    vae_tiling: bool = False
+    """Decode large images in overlapping tiles: less memory for large sizes."""
+
+
+class SupportsSlicing(Protocol):
+    """A VAE that can decode in slices and in tiles (diffusers' autoencoders)."""
+
+    def enable_slicing(self) -> None:
+        """Decode a batch one sample at a time."""
+        ...
+
+    def enable_tiling(self) -> None:
+        """Decode in overlapping tiles."""
+        ...
+
+
+class Placeable(Protocol):
+    """What :func:`place` needs of a pipeline (a diffusers ``DiffusionPipeline``)."""
+
+    def to(self, device: str) -> object:
+        """Move every model of the pipeline to ``device``."""
+        ...
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str = "cuda") -> None:
+        """Move each model to ``device`` only while it runs."""
+        ...
+
+
+# -- resolving options (these import torch) --------------------------------------------------
+
+
+def resolve_device(requested: str) -> str:
+    """The torch device for a ``device`` option; raises ``InvalidOptions`` if it is absent."""
+    import torch  # noqa: PLC0415 - the caller is loading a model: torch is needed anyway
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if requested == "cpu":
+        return requested
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidOptions(
+                "device mps is not available: it needs Apple silicon and a torch build with MPS",
+                hint='use device = "auto" or "cpu"',
+            )
+        return requested
+    if not torch.cuda.is_available():
+        build = torch.__version__
+        raise InvalidOptions(
+            f"device {requested} is not available: "
+            + (
+                f"this torch ({build}) is a CPU-only build"
+                if torch.version.cuda is None
+                else "no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES)"
+            ),
+            hint='use device = "auto" or "cpu", or install a CUDA build of torch',
+        )
+    index = _CUDA_INDEX.match(requested)
+    count = torch.cuda.device_count()
+    if index is not None and int(index.group(1)) >= count:
+        raise InvalidOptions(
+            f"device {requested} does not exist: this machine has {count} CUDA device(s)",
+            hint=f"use cuda:0 to cuda:{count - 1}",
+        )
+    return requested
+
+
+def resolve_dtype(requested: DtypeName, device: str) -> torch.dtype:
+    """The torch dtype for a ``dtype`` option on a resolved device."""
+    import torch  # noqa: PLC0415
+
+    cuda = device.startswith("cuda")
+    if requested == "auto":
+        if cuda:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    if requested == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
+        raise InvalidOptions(
+            f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 support",
+            hint='use dtype = "float16" or "auto"',
+        )
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+        requested
+    ]
+
+
+def planned_dtype_bytes(device: str, dtype: DtypeName) -> int:
+    """Bytes per weight the options will give, guessed without importing torch.
+
+    For memory estimates before a load: an explicit dtype is exact; ``auto`` is 2 bytes
+    when the model will likely run on a GPU (``cuda``/``mps``, or ``auto`` on a machine
+    with CUDA or Apple silicon and a torch build that can use it), else 4.
+    """
+    if dtype != "auto":
+        return DTYPE_BYTES[dtype]
+    if device == "cpu":
+        return DTYPE_BYTES["float32"]
+    if device != "auto":
+        return DTYPE_BYTES["float16"]
+    gpu = likely_accelerators() & {Accelerator.CUDA, Accelerator.METAL}
+    if Accelerator.CUDA in gpu and _torch_is_cpu_only():
+        gpu = gpu - {Accelerator.CUDA}
+    return DTYPE_BYTES["float16"] if gpu else DTYPE_BYTES["float32"]
+
+
+def _torch_is_cpu_only() -> bool:
+    """Whether the installed torch is a CPU build (``2.x.y+cpu``), read from its metadata."""
+    try:
+        return importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return True
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (found, not imported)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+# -- placing a pipeline -----------------------------------------------------------------------
+
+
+def place(pipeline: Placeable, vae: object, options: TorchOptions, device: str) -> bool:
+    """Put a loaded pipeline on ``device`` as the options say; return whether it offloads.
+
+    ``vae`` is the pipeline's autoencoder (``None`` if it has none); slicing and tiling
+    options on a VAE that cannot do them raise ``InvalidOptions``.
+    """
+    for wanted, method in ((options.vae_slicing, "slicing"), (options.vae_tiling, "tiling")):
+        if wanted and not hasattr(vae, f"enable_{method}"):
+            raise InvalidOptions(
+                f"vae_{method}: this pipeline's VAE ({type(vae).__name__}) cannot decode in "
+                f"{method}s",
+                hint=f"leave vae_{method} out",
+            )
+    if options.vae_slicing:
+        _slicing(vae).enable_slicing()
+    if options.vae_tiling:
+        _slicing(vae).enable_tiling()
+    offload = options.cpu_offload and device != "cpu"
+    if offload:
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
+    return offload
+
+
+def _slicing(vae: object) -> SupportsSlicing:
+    return cast("SupportsSlicing", vae)  # place() checked that it has the method
+
+
+# -- devices and memory -------------------------------------------------------------------------
+
+
+def torch_devices() -> list[Device]:
+    """The devices this torch build can use: the CPU, each CUDA GPU (with its memory), MPS."""
+    import torch  # noqa: PLC0415
+
+    found = [Device(accelerator=Accelerator.CPU, name="cpu", memory_bytes=physical_memory())]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            _free, total = torch.cuda.mem_get_info(index)
+            found.append(
+                Device(
+                    accelerator=Accelerator.ROCM if torch.version.hip else Accelerator.CUDA,
+                    name=f"cuda:{index} {torch.cuda.get_device_name(index)}",
+                    memory_bytes=total,
+                )
+            )
+    if torch.backends.mps.is_available():
+        found.append(
+            Device(
+                accelerator=Accelerator.METAL,
+                name="mps",
+                memory_bytes=int(torch.mps.recommended_max_memory()),
+            )
+        )
+    return found
+
+
+def module_bytes(modules: Iterable[object]) -> int:
+    """Bytes of the parameters and buffers of the ``torch.nn.Module`` objects among ``modules``."""
+    import torch  # noqa: PLC0415
+
+    total = 0
+    for module in modules:
+        if isinstance(module, torch.nn.Module):
+            tensors = [*module.parameters(), *module.buffers()]
+            total += sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    return total
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start counting the peak memory of ``device`` afresh (CUDA only; no-op elsewhere)."""
+    import torch  # noqa: PLC0415
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: str) -> int | None:
+    """Peak bytes allocated on ``device`` since :func:`reset_peak_memory` (CUDA).
+
+    On MPS the bytes it holds now; ``None`` on the CPU (no per-request figure there).
+    """
+    import torch  # noqa: PLC0415
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated(device))
+    if device == "mps":
+        return int(torch.mps.driver_allocated_memory())
+    return None
+
+
+def release_memory(device: str) -> None:
+    """Give cached accelerator memory back after a model was dropped."""
+    import torch  # noqa: PLC0415
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    elif device == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,1 @@
+"""motorpool engine plugin: diffusers text-to-image and image-to-image."""
