@@ -69,6 +69,8 @@ def load(folder: PipelineFolder, options: DiffusersImageOptions, label: str) -> 
             f"{folder.path.name} is a video pipeline ({cls.__name__}), not a text-to-image one",
             hint=VIDEO_PLUGIN_HINT,
         )
+    mapped = _pipelines.text_to_image_class(cls)
+    _check_text_to_image(mapped or cls, folder)
     scheduler = _scheduler_class(options.scheduler) if options.scheduler else None
     device = torchtools.resolve_device(options.device)
     dtype = torchtools.resolve_dtype(options.dtype, device)
@@ -80,7 +82,7 @@ def load(folder: PipelineFolder, options: DiffusersImageOptions, label: str) -> 
         "variant": options.variant,
     }
     try:
-        if _pipelines.has_text_to_image(cls):
+        if mapped is not None:
             pipeline = _pipelines.load_text_to_image(str(folder.path), **arguments)
         else:
             pipeline = _pipelines.load_as(cls, str(folder.path), **arguments)
@@ -91,7 +93,6 @@ def load(folder: PipelineFolder, options: DiffusersImageOptions, label: str) -> 
             hint="check that the folder is a complete pipeline (model_index.json, each "
             "component's config and weights, the tokenizers)",
         ) from exc
-    _check_text_to_image(pipeline, folder)
     if scheduler is not None:
         _swap_scheduler(pipeline, scheduler)
     if options.attention_slicing:
@@ -114,15 +115,14 @@ def load(folder: PipelineFolder, options: DiffusersImageOptions, label: str) -> 
     )
 
 
-def _check_text_to_image(pipeline: DiffusionPipeline, folder: PipelineFolder) -> None:
-    """Refuse a pipeline that needs more than a prompt (an upscaler, an inpainter)."""
-    parameters = _pipelines.call_parameters(type(pipeline))
+def _check_text_to_image(cls: type[DiffusionPipeline], folder: PipelineFolder) -> None:
+    """Refuse a pipeline class that needs more than a prompt (an upscaler, an inpainter)."""
+    parameters = _pipelines.call_parameters(cls)
     needs_image = {"image", "mask_image"} & set(parameters)
     if "prompt" not in parameters or needs_image:
         what = f"it needs {', '.join(sorted(needs_image))}" if needs_image else "it takes no prompt"
         raise InvalidModel(
-            f"{folder.path.name} ({type(pipeline).__name__}) is not a text-to-image pipeline: "
-            f"{what}",
+            f"{folder.path.name} ({cls.__name__}) is not a text-to-image pipeline: {what}",
             hint="give a text-to-image pipeline (Stable Diffusion, SDXL, SD3, FLUX, ...)",
         )
 

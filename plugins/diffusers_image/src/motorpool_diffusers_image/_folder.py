@@ -82,7 +82,8 @@ class PipelineFolder:
         lacking = [
             component.name
             for component in self.components
-            if self.weight_files(component, None) and not self.weight_files(component, variant)
+            if (self.weight_files(component, None) or self.variants(component))
+            and not self.weight_files(component, variant)
         ]
         if lacking:
             found = sorted({v for component in self.components for v in self.variants(component)})

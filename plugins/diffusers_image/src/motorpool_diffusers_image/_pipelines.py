@@ -85,11 +85,16 @@ def makes_video(cls: type[DiffusionPipeline]) -> bool:
     return "num_frames" in call_parameters(cls)
 
 
-def has_text_to_image(cls: type[DiffusionPipeline]) -> bool:
-    """Whether ``AutoPipelineForText2Image`` knows a text-to-image pipeline of this family."""
+def text_to_image_class(cls: type[DiffusionPipeline]) -> type[DiffusionPipeline] | None:
+    """The text-to-image pipeline ``AutoPipelineForText2Image`` loads for ``cls``'s family.
+
+    ``None`` when diffusers files the class under no family with a text-to-image pipeline.
+    """
     family = _family(cls.__name__)
-    table = cast("Mapping[str, type]", auto_pipeline.AUTO_TEXT2IMAGE_PIPELINES_MAPPING)
-    return family is not None and family in table
+    table = cast(
+        "Mapping[str, type[DiffusionPipeline]]", auto_pipeline.AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+    )
+    return table.get(family) if family is not None else None
 
 
 def call_parameters(cls: type[object]) -> Mapping[str, inspect.Parameter]:

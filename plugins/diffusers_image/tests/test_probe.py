@@ -1,0 +1,146 @@
+"""The probe: cheap to import, honest about the machine, exact about what to install.
+
+Environments without torch or diffusers are real ones: a fresh interpreter whose
+site-packages is a folder of links to this environment's, minus the packages a test
+takes away (``-S`` keeps the real site-packages out, ``site.addsitedir`` reads the links
+and the editable installs' ``.pth`` files). Nothing is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import diffusers
+import pytest
+import torch
+from motorpool import Host
+from motorpool.types import Accelerator, PluginState
+from motorpool_diffusers_image import _probe
+
+HEAVY = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "PIL")
+
+_CHILD = """
+import json, site, sys, tempfile, time
+from pathlib import Path
+if SITE is not None:
+    site.addsitedir(SITE)
+started = time.perf_counter()
+from motorpool_diffusers_image import plugin
+report = plugin.motorpool_probe(deep=False)
+seconds = time.perf_counter() - started
+heavy = [name for name in HEAVY if name in sys.modules]
+from motorpool import Host, Settings
+home = Path(tempfile.mkdtemp())
+with Host(Settings(plugins="diffusers-image", home=home, keep_alive_s=-1)) as host:
+    (record,) = [record for record in host.plugins if record.name == "diffusers-image"]
+    tiny = host.tiny_model("diffusers-image", home)
+print(json.dumps({
+    "report": report.model_dump(mode="json"), "seconds": seconds, "heavy": heavy,
+    "state": record.state.value, "tiny": tiny is not None,
+}))
+"""
+
+
+def run_child(site: Path | None) -> dict[str, object]:
+    """Import the plugin and probe in a fresh interpreter; ``site`` replaces site-packages."""
+    code = f"SITE = {str(site)!r} if {site is not None} else None\nHEAVY = {HEAVY!r}\n{_CHILD}"
+    command = [sys.executable, *(["-S"] if site is not None else []), "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def site_without(tmp_path: Path, *hidden: str) -> Path:
+    """This environment's site-packages as links, without the distributions named."""
+    farm = tmp_path / "site-packages"
+    farm.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.name.split("-")[0].lower() not in hidden:
+            (farm / entry.name).symlink_to(entry)
+    return farm
+
+
+def test_import_and_quick_probe_never_import_the_engine() -> None:
+    child = run_child(None)
+    assert child["heavy"] == [], f"imported at plugin import or quick probe: {child['heavy']}"
+    assert isinstance(child["seconds"], float)
+    assert child["seconds"] < 1.0
+    report = child["report"]
+    assert isinstance(report, dict)
+    assert report["ready"] is True
+    assert child["tiny"] is True  # building the tiny model imports torch, inside the hook
+
+
+def test_quick_probe_on_this_machine() -> None:
+    started = time.perf_counter()
+    report = _probe.probe(deep=False)
+    assert time.perf_counter() - started < 0.5
+    assert report.ready
+    assert report.engine_version == diffusers.__version__
+    assert report.devices[0].accelerator is Accelerator.CPU
+    assert report.missing == ()
+    assert {c.value for c in report.capabilities} == {"image", "image_to_image"}
+    assert f"torch {torch.__version__}" in report.notes
+
+
+def test_deep_probe_asks_torch(host: Host) -> None:
+    (probe,) = [probe for probe in host.probe(deep=True) if probe.plugin == "diffusers-image"]
+    assert probe.report is not None
+    assert probe.report.ready
+    cpu = probe.report.devices[0]
+    assert cpu.accelerator is Accelerator.CPU
+    assert cpu.memory_bytes is not None
+    assert cpu.memory_bytes > 0
+    if not torch.cuda.is_available():
+        assert "default device: cpu (float32)" in probe.report.notes
+
+
+@pytest.mark.parametrize(
+    ("hidden", "missing"),
+    [
+        (("torch",), {"torch": _probe.torch_install_command()}),
+        (("diffusers", "accelerate"), {"diffusers": _probe.LIBRARIES_INSTALL}),
+    ],
+    ids=["no-torch", "no-diffusers"],
+)
+def test_missing_packages_name_the_install_command(
+    tmp_path: Path, hidden: tuple[str, ...], missing: dict[str, str]
+) -> None:
+    child = run_child(site_without(tmp_path, *hidden))
+    report = child["report"]
+    assert isinstance(report, dict)
+    assert report["ready"] is False
+    found = {entry["package"]: entry["install"] for entry in report["missing"]}
+    assert found.keys() >= missing.keys()
+    for package, command in missing.items():
+        assert found[package] == command
+    assert child["state"] == PluginState.LOADED.value  # the plugin itself imports fine
+    assert child["tiny"] is False  # and builds no tiny model it could not run
+    assert child["heavy"] == []
+
+
+@pytest.mark.parametrize(
+    ("system", "accelerators", "command"),
+    [
+        ("linux", {Accelerator.CUDA}, "pip install torch"),
+        ("linux", set(), "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
+        ("linux", {Accelerator.ROCM}, "--index-url https://download.pytorch.org/whl/rocm"),
+        ("darwin", {Accelerator.METAL}, "pip install torch"),
+        ("win32", {Accelerator.CUDA}, "--index-url https://download.pytorch.org/whl/cu128"),
+        ("win32", set(), "pip install torch"),
+    ],
+)
+def test_torch_install_command_per_machine(
+    system: str, accelerators: set[Accelerator], command: str
+) -> None:
+    found = _probe.torch_install_command(system, frozenset(accelerators))
+    assert found.startswith("pip install torch")
+    assert command in found
+    if "index-url" not in command:
+        assert found == command
