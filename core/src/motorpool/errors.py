@@ -31,6 +31,7 @@ __all__ = [
     "QueueFull",
     "SourceNotAllowed",
     "SourceNotFound",
+    "StorageFailed",
     "UnknownModel",
     "UnknownPlugin",
     "UnsupportedCapability",
@@ -200,6 +201,13 @@ class Cancelled(MotorpoolError):
 
     code = "cancelled"
     status = 499
+
+
+class StorageFailed(MotorpoolError):
+    """A finished result could not be written or kept (a full disk, a read-only folder)."""
+
+    code = "storage_failed"
+    status = 507
 
 
 class EngineFailed(MotorpoolError):

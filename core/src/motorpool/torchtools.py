@@ -16,6 +16,7 @@ import gc
 import importlib.metadata
 import importlib.util
 import re
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol, cast
 
@@ -170,6 +171,35 @@ def _torch_is_cpu_only() -> bool:
 def torch_installed() -> bool:
     """Whether torch can be imported here (found, not imported)."""
     return importlib.util.find_spec("torch") is not None
+
+
+# -- installing torch ---------------------------------------------------------------------------
+
+TORCH_CUDA = "pip install torch"
+"""Linux x86-64 with an NVIDIA GPU: PyPI's torch is the CUDA build."""
+TORCH_CPU = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+"""Linux without a GPU: the CPU build (a few hundred MB instead of several GB)."""
+TORCH_ROCM = "pip install torch --index-url https://download.pytorch.org/whl/rocm6.4"
+TORCH_WINDOWS_CUDA = "pip install torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_DEFAULT = "pip install torch"
+"""macOS (MPS on Apple silicon) and Windows without a GPU."""
+
+
+def torch_install_command(
+    system: str = sys.platform, accelerators: frozenset[Accelerator] | None = None
+) -> str:
+    """The pip command that installs the torch build fitting a machine (this one by default).
+
+    Found without importing torch, for a plugin's quick probe to name when torch is missing.
+    """
+    found = likely_accelerators() if accelerators is None else accelerators
+    if system.startswith("linux"):
+        if Accelerator.CUDA in found:
+            return TORCH_CUDA
+        return TORCH_ROCM if Accelerator.ROCM in found else TORCH_CPU
+    if system == "win32" and Accelerator.CUDA in found:
+        return TORCH_WINDOWS_CUDA
+    return TORCH_DEFAULT
 
 
 # -- placing a pipeline -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from motorpool._host import Host
-from motorpool.errors import MotorpoolError
+from motorpool.errors import MotorpoolError, StorageFailed
 from motorpool.server._media import Blob, BlobStore
 from motorpool.server.wire import openai as oa
 from motorpool.types import (
@@ -30,13 +30,6 @@ MAX_JOBS = 256
 CANCEL_WAIT_S = 5.0
 """How long ``cancel`` waits for the engine to stop before answering with the job as it is."""
 _PERCENT = 100
-
-
-class StorageFailed(MotorpoolError):
-    """The finished clip could not be stored (a full disk)."""
-
-    code = "storage_failed"
-    status = 507
 
 
 class JobNotFound(MotorpoolError):

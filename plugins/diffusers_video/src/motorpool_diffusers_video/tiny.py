@@ -1,0 +1,237 @@
+"""Build random-weight diffusers video pipelines offline, for tests, the self-check and benchmarks.
+
+Each builder writes what ``DiffusionPipeline.from_pretrained`` reads from a real
+checkpoint (``model_index.json`` and one folder per component) with random weights and
+a small T5 Unigram tokenizer made here. Nothing is downloaded. Speed does not depend on
+the weights' values, so a random pipeline with a real model's dimensions benchmarks like
+the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar, cast
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVideo
+from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
+from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
+from diffusers.pipelines.wan.pipeline_wan import WanPipeline
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteScheduler,
+)
+from transformers import T5Config, T5EncoderModel, T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+T = TypeVar("T")
+C = TypeVar("C", T5Config, UMT5Config)
+WORDS = ("a", "red", "blue", "green", "square", "circle", "cat", "dog", "on", "the", "sea")
+"""Whole words of the tiny vocabulary (anything else is spelled character by character)."""
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True, slots=True)
+class T5Size:
+    """A T5 (or UMT5) text encoder."""
+
+    d_model: int = 32
+    d_kv: int = 8
+    d_ff: int = 37
+    num_layers: int = 2
+    num_heads: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WanConfig:
+    """A Wan 2.x text-to-video pipeline: the 3D transformer, Wan's VAE, a UMT5 encoder."""
+
+    num_attention_heads: int = 2
+    attention_head_dim: int = 12
+    ffn_dim: int = 32
+    num_layers: int = 2
+    rope_max_seq_len: int = 32
+    vae_base_dim: int = 3
+    vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
+    vae_res_blocks: int = 1
+    text: T5Size = T5Size()
+
+
+TINY_WAN = WanConfig()
+"""About 0.3 M parameters: 32x32, 5 frames, 2 steps in well under a second on a CPU."""
+WAN_1_3B = WanConfig(
+    num_attention_heads=12,
+    attention_head_dim=128,
+    ffn_dim=8960,
+    num_layers=30,
+    rope_max_seq_len=1024,
+    vae_base_dim=96,
+    vae_dim_mult=(1, 2, 4, 4),
+    vae_res_blocks=2,
+    text=T5Size(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
+)
+"""Wan2.1-T2V-1.3B's dimensions (UMT5-XXL with the tiny vocabulary's embedding rows)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LtxConfig:
+    """An LTX-Video pipeline: the 3D transformer, LTX's VAE, a T5 encoder."""
+
+    num_attention_heads: int = 4
+    attention_head_dim: int = 8
+    num_layers: int = 1
+    vae_channels: int = 8
+    text: T5Size = T5Size()
+
+
+TINY_LTX = LtxConfig()
+"""A few thousand parameters; the VAE compresses 4x in space and time."""
+
+
+def t5_tokenizer() -> T5Tokenizer:
+    """A small Unigram tokenizer in T5's format: the words of :data:`WORDS` and printable ASCII."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    pieces += [(f"\u2581{word}", -2.0) for word in WORDS]
+    pieces += [(chr(code), -5.0) for code in range(33, 127)]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def build_wan(
+    directory: Path,
+    config: WanConfig = TINY_WAN,
+    *,
+    device: str = "cpu",
+    dtype: Dtype = "float32",
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight ``WanPipeline`` to ``directory``; return it."""
+    tokenizer = t5_tokenizer()
+    with _making(device, dtype, seed):
+        text_encoder = UMT5EncoderModel(_t5_config(config.text, len(tokenizer), UMT5Config))
+        vae = _make(
+            AutoencoderKLWan,
+            base_dim=config.vae_base_dim,
+            z_dim=16,
+            dim_mult=list(config.vae_dim_mult),
+            num_res_blocks=config.vae_res_blocks,
+            temperal_downsample=[False, True, True],
+        )
+        transformer = _make(
+            WanTransformer3DModel,
+            patch_size=(1, 2, 2),
+            num_attention_heads=config.num_attention_heads,
+            attention_head_dim=config.attention_head_dim,
+            in_channels=16,
+            out_channels=16,
+            text_dim=config.text.d_model,
+            freq_dim=256,
+            ffn_dim=config.ffn_dim,
+            num_layers=config.num_layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=config.rope_max_seq_len,
+        )
+    pipeline = _make(
+        WanPipeline,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+    cast("_Saveable", pipeline).save_pretrained(str(directory))
+    return directory
+
+
+def build_ltx(
+    directory: Path,
+    config: LtxConfig = TINY_LTX,
+    *,
+    device: str = "cpu",
+    dtype: Dtype = "float32",
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight ``LTXPipeline`` to ``directory``; return it."""
+    tokenizer = t5_tokenizer()
+    channels = (config.vae_channels,) * 4
+    with _making(device, dtype, seed):
+        text_encoder = T5EncoderModel(_t5_config(config.text, len(tokenizer), T5Config))
+        # Every decoder_* argument is given: left out, the decoder takes LTX's full size.
+        vae = _make(
+            AutoencoderKLLTXVideo,
+            latent_channels=8,
+            block_out_channels=channels,
+            decoder_block_out_channels=channels,
+            layers_per_block=(1,) * 5,
+            decoder_layers_per_block=(1,) * 5,
+            spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False),
+            decoder_inject_noise=(False,) * 5,
+            upsample_residual=(False,) * 4,
+            upsample_factor=(1,) * 4,
+            timestep_conditioning=False,
+            patch_size=1,
+            patch_size_t=1,
+        )
+        transformer = _make(
+            LTXVideoTransformer3DModel,
+            in_channels=8,
+            out_channels=8,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=config.num_attention_heads,
+            attention_head_dim=config.attention_head_dim,
+            cross_attention_dim=config.num_attention_heads * config.attention_head_dim,
+            num_layers=config.num_layers,
+            caption_channels=config.text.d_model,
+        )
+    pipeline = _make(
+        LTXPipeline,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    cast("_Saveable", pipeline).save_pretrained(str(directory))
+    return directory
+
+
+class _Saveable(Protocol):
+    def save_pretrained(self, save_directory: str) -> None: ...
+
+
+def _t5_config(size: T5Size, vocab_size: int, cls: type[C]) -> C:
+    return _make(
+        cls,
+        vocab_size=vocab_size,
+        d_model=size.d_model,
+        d_kv=size.d_kv,
+        d_ff=size.d_ff,
+        num_layers=size.num_layers,
+        num_heads=size.num_heads,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+    )
+
+
+def _make(cls: type[T], **kwargs: object) -> T:
+    """``cls(**kwargs)``: the libraries' constructors annotate their arguments loosely."""
+    return cast("Callable[..., T]", cls)(**kwargs)
+
+
+@contextmanager
+def _making(device: str, dtype: Dtype, seed: int) -> Generator[None]:
+    """New modules get random weights from ``seed``, in ``dtype``, made on ``device``."""
+    previous = torch.get_default_dtype()
+    cast("Callable[[int], object]", torch.manual_seed)(seed)
+    torch.set_default_dtype(_DTYPES[dtype])
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)

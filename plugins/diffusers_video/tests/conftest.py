@@ -1,0 +1,113 @@
+"""Tiny random-weight pipelines built once per session, offline, and hosts over the plugin.
+
+Each video pipeline is built by ``motorpool_diffusers_video.tiny`` (Wan, LTX-Video), saved
+to a folder and loaded back through the real loader. torch runs on one thread: with both
+cores busy its default thread pool makes a 0.1 s generation take seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported anywhere
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from motorpool import Host, Settings
+from motorpool.types import ModelSpec
+from motorpool_diffusers_video.tiny import build_ltx, build_wan
+from numpy.typing import NDArray
+
+PLUGIN = "diffusers-video"
+
+torch.set_num_threads(1)
+
+
+def settings(home: Path, **overrides: object) -> Settings:
+    """A host over a private home that discovers only this plugin and never unloads idle models."""
+    fields: dict[str, object] = {
+        "plugins": PLUGIN,
+        "home": home,
+        "models_file": home / "models.toml",
+        "model_dirs": (),
+        "keep_alive_s": -1,
+        **overrides,
+    }
+    return Settings.model_validate(fields)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An MP4 read back by imageio's ffmpeg reader."""
+
+    frames: NDArray[np.uint8]
+    """``(frames, height, width, 3)``."""
+    fps: float
+    codec: str
+
+
+def decode_mp4(video: bytes, folder: Path) -> Decoded:
+    """Every frame of an MP4, and what its stream says of itself."""
+    path = folder / "clip.mp4"
+    path.write_bytes(video)
+    frames = iio.imread(path, plugin="FFMPEG", index=None)
+    meta = iio.immeta(path, plugin="FFMPEG")
+    path.unlink()
+    return Decoded(frames=np.asarray(frames), fps=float(meta["fps"]), codec=str(meta["codec"]))
+
+
+def image_pipeline_folder(directory: Path) -> Path:
+    """A Stable Diffusion folder as a hub snapshot lays it out (index and component folders)."""
+    directory.mkdir(parents=True)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    }
+    (directory / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    for name in index:
+        if not name.startswith("_"):
+            (directory / name).mkdir()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def wan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Wan pipeline (4k+1 frames, sides multiples of 16)."""
+    return build_wan(tmp_path_factory.mktemp("wan") / "tiny-wan")
+
+
+@pytest.fixture(scope="session")
+def ltx_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LTX-Video pipeline (4k+1 frames, sides multiples of 4; image-to-video too)."""
+    return build_ltx(tmp_path_factory.mktemp("ltx") / "tiny-ltx")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A real host with only this plugin, shared by a module's tests."""
+    with Host(settings(tmp_path_factory.mktemp("home"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def wan(host: Host, wan_folder: Path) -> str:
+    """The tiny Wan pipeline, loaded once per module."""
+    return host.load(ModelSpec(name="wan", plugin=PLUGIN, source=str(wan_folder))).id
+
+
+@pytest.fixture(scope="module")
+def ltx(host: Host, ltx_folder: Path) -> str:
+    """The tiny LTX pipeline, loaded once per module."""
+    return host.load(ModelSpec(name="ltx", plugin=PLUGIN, source=str(ltx_folder))).id
