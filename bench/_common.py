@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +20,7 @@ PYTHON = sys.executable
 """The interpreter of the environment under test (``uv run`` gives the workspace venv)."""
 ENGINES_GROUP = "motorpool.engines"
 DEFAULT_REPEATS = 7
+SERVE_TIMEOUT_S = 300
 
 
 def repeats() -> int:
@@ -120,6 +123,56 @@ def run_python_json(code: str, env: Mapping[str, str]) -> dict[str, object]:
         raise RuntimeError(f"benchmark child printed nothing:\n{done.stderr}")
     result: dict[str, object] = json.loads(lines[-1])
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A ``motorpool serve`` process that answers on ``url``."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def motorpool_serve(home: Path, env: Mapping[str, str], *args: str) -> Iterator[Served]:
+    """``motorpool serve --preload bench`` over ``home`` (more ``args`` appended).
+
+    Yields once ``/ready`` answers 200; the process is terminated on exit.
+    """
+    import httpx  # noqa: PLC0415 - the benchmarks that serve need it; the others do not
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [PYTHON, "-m", "motorpool", "serve", "--preload", "bench", "--port", str(port)]
+    server_env = {**env, "MOTORPOOL_HOME": str(home), "MOTORPOOL_LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [*command, *args], env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + SERVE_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"motorpool serve exited with {process.returncode}")
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"motorpool serve was not ready in {SERVE_TIMEOUT_S} s")
+            time.sleep(0.2)
+        yield Served(url, process)
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 _DUMMY_MODULE = '''\
