@@ -278,9 +278,10 @@ class DiffusersModel:
             raise InvalidRequest(f"{self.pipeline_class} refused the request: {exc}") from exc
         if context.cancelled:
             raise Cancelled(f"request {context.id} was cancelled")
+        level = self.options.png_compress_level
         images = tuple(
             GeneratedImage(
-                png=encode_png(image, self._metadata(request, arguments, s), self._png_level),
+                png=encode_png(image, self._metadata(request, arguments, s), level),
                 width=image.width,
                 height=image.height,
                 seed=s,
@@ -296,10 +297,6 @@ class DiffusersModel:
                 peak_memory_bytes=torchtools.peak_memory(self.device),
             ),
         )
-
-    @property
-    def _png_level(self) -> int:
-        return self.options.png_compress_level
 
     def _arguments(
         self, request: ImageRequest, parameters: Mapping[str, inspect.Parameter], steps: int
