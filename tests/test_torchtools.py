@@ -16,6 +16,7 @@ import pytest
 from motorpool.errors import InvalidOptions
 from motorpool.torchtools import (
     TorchOptions,
+    missing_torch,
     module_bytes,
     peak_memory,
     place,
@@ -24,7 +25,9 @@ from motorpool.torchtools import (
     reset_peak_memory,
     resolve_device,
     resolve_dtype,
+    torch_build,
     torch_devices,
+    torch_report,
 )
 from motorpool.types import Accelerator
 from pydantic import ValidationError
@@ -131,3 +134,15 @@ def test_place_refuses_slicing_without_a_vae(pipeline: Any, option: str) -> None
     with pytest.raises(InvalidOptions, match=f"{option}: this pipeline's VAE") as raised:
         place(pipeline, None, TorchOptions.model_validate({option: True}), "cpu")
     assert raised.value.hint == f"leave {option} out"
+
+
+def test_torch_report_without_and_with_importing_torch() -> None:
+    assert torch_build() == torch.__version__
+    assert missing_torch() is None
+    quick = torch_report(deep=False)
+    assert quick.devices[0].accelerator is Accelerator.CPU
+    assert f"torch {torch.__version__}" in quick.notes
+    deep = torch_report(deep=True)
+    assert deep.devices[0].memory_bytes is not None
+    device = resolve_device("auto")
+    assert any(note.startswith(f"default device: {device} (") for note in deep.notes)

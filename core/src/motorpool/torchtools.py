@@ -18,13 +18,14 @@ import importlib.util
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from motorpool.errors import InvalidOptions
 from motorpool.hardware import likely_accelerators, physical_memory
-from motorpool.types import Accelerator, Device
+from motorpool.types import Accelerator, Device, MissingDependency
 
 if TYPE_CHECKING:
     import torch
@@ -162,15 +163,23 @@ def planned_dtype_bytes(device: str, dtype: DtypeName) -> int:
 
 def _torch_is_cpu_only() -> bool:
     """Whether the installed torch is a CPU build (``2.x.y+cpu``), read from its metadata."""
-    try:
-        return importlib.metadata.version("torch").endswith("+cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return True
+    build = torch_build()
+    return build is None or build.endswith("+cpu")
 
 
 def torch_installed() -> bool:
     """Whether torch can be imported here (found, not imported)."""
     return importlib.util.find_spec("torch") is not None
+
+
+def torch_build() -> str | None:
+    """The installed torch's version (``2.13.0+cpu``) from its metadata; ``None`` if absent."""
+    if not torch_installed():
+        return None
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 # -- installing torch ---------------------------------------------------------------------------
@@ -200,6 +209,56 @@ def torch_install_command(
     if system == "win32" and Accelerator.CUDA in found:
         return TORCH_WINDOWS_CUDA
     return TORCH_DEFAULT
+
+
+def missing_torch() -> MissingDependency | None:
+    """What to install when torch is missing (the build for this machine), else ``None``."""
+    if torch_build() is not None:
+        return None
+    return MissingDependency(
+        package="torch",
+        install=torch_install_command(),
+        reason="PyTorch, the build that fits this machine's accelerator",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TorchReport:
+    """What a plugin's probe says about torch: the devices it can use, and notes."""
+
+    devices: tuple[Device, ...]
+    notes: tuple[str, ...]
+
+
+def torch_report(deep: bool) -> TorchReport:
+    """The devices and notes of a probe, for an installed torch.
+
+    ``deep=False`` imports nothing: the CPU, CUDA when the machine has an NVIDIA GPU and
+    the build is not a CPU one, MPS on Apple silicon. ``deep=True`` asks torch
+    (:func:`torch_devices`) and names the default device and dtype. Either way a CPU-only
+    build on a machine with an NVIDIA GPU gets a note with the command that fixes it.
+    """
+    build = torch_build() or "?"
+    notes = [f"torch {build}"]
+    accelerators = likely_accelerators()
+    cpu_only = build.endswith("+cpu")
+    if deep:
+        devices = torch_devices()
+        device = resolve_device("auto")
+        dtype = str(resolve_dtype("auto", device)).removeprefix("torch.")
+        notes.append(f"default device: {device} ({dtype})")
+    else:
+        devices = [Device(accelerator=Accelerator.CPU, name="cpu")]
+        if Accelerator.CUDA in accelerators and not cpu_only:
+            devices.append(Device(accelerator=Accelerator.CUDA, name="cuda"))
+        if Accelerator.METAL in accelerators:
+            devices.append(Device(accelerator=Accelerator.METAL, name="mps"))
+    if cpu_only and Accelerator.CUDA in accelerators:
+        notes.append(
+            f"this torch ({build}) is CPU-only but the machine has an NVIDIA GPU; for the GPU: "
+            f"{TORCH_CUDA} --force-reinstall"
+        )
+    return TorchReport(devices=tuple(devices), notes=tuple(notes))
 
 
 # -- placing a pipeline -----------------------------------------------------------------------

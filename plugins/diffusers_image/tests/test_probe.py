@@ -18,7 +18,7 @@ from pathlib import Path
 import diffusers
 import pytest
 import torch
-from motorpool import Host
+from motorpool import Host, torchtools
 from motorpool.types import Accelerator, PluginState
 from motorpool_diffusers_image import _probe
 
@@ -104,7 +104,7 @@ def test_deep_probe_asks_torch(host: Host) -> None:
 @pytest.mark.parametrize(
     ("hidden", "missing"),
     [
-        (("torch",), {"torch": _probe.torch_install_command()}),
+        (("torch",), {"torch": torchtools.torch_install_command()}),
         (("diffusers", "accelerate"), {"diffusers": _probe.LIBRARIES_INSTALL}),
     ],
     ids=["no-torch", "no-diffusers"],
@@ -123,24 +123,3 @@ def test_missing_packages_name_the_install_command(
     assert child["state"] == PluginState.LOADED.value  # the plugin itself imports fine
     assert child["tiny"] is False  # and builds no tiny model it could not run
     assert child["heavy"] == []
-
-
-@pytest.mark.parametrize(
-    ("system", "accelerators", "command"),
-    [
-        ("linux", {Accelerator.CUDA}, "pip install torch"),
-        ("linux", set(), "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
-        ("linux", {Accelerator.ROCM}, "--index-url https://download.pytorch.org/whl/rocm"),
-        ("darwin", {Accelerator.METAL}, "pip install torch"),
-        ("win32", {Accelerator.CUDA}, "--index-url https://download.pytorch.org/whl/cu128"),
-        ("win32", set(), "pip install torch"),
-    ],
-)
-def test_torch_install_command_per_machine(
-    system: str, accelerators: set[Accelerator], command: str
-) -> None:
-    found = _probe.torch_install_command(system, frozenset(accelerators))
-    assert found.startswith("pip install torch")
-    assert command in found
-    if "index-url" not in command:
-        assert found == command

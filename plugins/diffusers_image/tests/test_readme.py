@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from motorpool import torchtools
 from motorpool_diffusers_image import _probe
 from motorpool_diffusers_image._options import DiffusersImageOptions
 
@@ -33,10 +34,10 @@ def test_each_default_is_the_real_one(name: str) -> None:
 
 def test_the_install_commands_are_the_real_ones() -> None:
     for command in (
-        _probe.TORCH_CUDA,
-        _probe.TORCH_CPU,
-        _probe.TORCH_ROCM,
-        _probe.TORCH_WINDOWS_CUDA,
+        torchtools.TORCH_CUDA,
+        torchtools.TORCH_CPU,
+        torchtools.TORCH_ROCM,
+        torchtools.TORCH_WINDOWS_CUDA,
         _probe.LIBRARIES_INSTALL,
     ):
         assert f"`{command}`" in README
