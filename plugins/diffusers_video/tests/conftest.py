@@ -22,7 +22,7 @@ import pytest
 import torch
 from motorpool import Host, Settings
 from motorpool.types import ModelSpec
-from motorpool_diffusers_video.tiny import build_ltx, build_wan
+from motorpool_diffusers_video.tiny import build_cogvideox, build_ltx, build_wan
 from numpy.typing import NDArray
 
 PLUGIN = "diffusers-video"
@@ -94,6 +94,12 @@ def ltx_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_ltx(tmp_path_factory.mktemp("ltx") / "tiny-ltx")
 
 
+@pytest.fixture(scope="session")
+def cogvideox_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CogVideoX pipeline (8k+1 frames, sides multiples of 16, 16-token prompts)."""
+    return build_cogvideox(tmp_path_factory.mktemp("cogvideox") / "tiny-cogvideox")
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A real host with only this plugin, shared by a module's tests."""
@@ -111,3 +117,10 @@ def wan(host: Host, wan_folder: Path) -> str:
 def ltx(host: Host, ltx_folder: Path) -> str:
     """The tiny LTX pipeline, loaded once per module."""
     return host.load(ModelSpec(name="ltx", plugin=PLUGIN, source=str(ltx_folder))).id
+
+
+@pytest.fixture(scope="module")
+def cogvideox(host: Host, cogvideox_folder: Path) -> str:
+    """The tiny CogVideoX pipeline, loaded once per module."""
+    spec = ModelSpec(name="cogvideox", plugin=PLUGIN, source=str(cogvideox_folder))
+    return host.load(spec).id

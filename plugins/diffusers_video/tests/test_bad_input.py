@@ -43,6 +43,12 @@ def test_ltx_checks_frames_too(host: Host, ltx: str) -> None:
         host.generate(ltx, request(frames=8))
 
 
+def test_cogvideox_needs_8k_plus_1_frames(host: Host, cogvideox: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"8k\+1 frames") as caught:
+        host.generate(cogvideox, request(frames=5))
+    assert caught.value.hint == "use 1 or 9"
+
+
 @pytest.mark.parametrize(
     ("model", "field", "value", "multiple", "hint"),
     [

@@ -45,12 +45,20 @@ def load_directly(folder: Path) -> LoadedModel[object]:
 
 @pytest.mark.parametrize(
     ("family", "frames", "width", "height"),
-    [("wan", 5, 32, 48), ("wan", 9, 64, 32), ("ltx", 9, 32, 32), ("ltx", 1, 64, 32)],
+    [
+        ("wan", 5, 32, 48),
+        ("wan", 9, 64, 32),
+        ("ltx", 9, 32, 32),
+        ("ltx", 1, 64, 32),
+        ("cogvideox", 9, 32, 48),
+        ("cogvideox", 1, 16, 16),
+    ],
 )
 def test_the_mp4_decodes_to_the_frames_and_size_asked(
     host: Host,
     wan: str,
     ltx: str,
+    cogvideox: str,
     tmp_path: Path,
     *,
     family: str,
@@ -58,7 +66,7 @@ def test_the_mp4_decodes_to_the_frames_and_size_asked(
     width: int,
     height: int,
 ) -> None:
-    model = wan if family == "wan" else ltx
+    model = {"wan": wan, "ltx": ltx, "cogvideox": cogvideox}[family]
     request = VideoRequest(
         prompt="a red cat", frames=frames, width=width, height=height, steps=2, fps=12, seed=3
     )

@@ -208,8 +208,12 @@ class VideoModel:
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         arguments["generator"] = torch.Generator("cpu").manual_seed(seed % SEED_LIMIT)
         fps = request.fps or self.fps
-        if "frame_rate" in _pipelines.call_parameters(type(pipeline)):
+        parameters = _pipelines.call_parameters(type(pipeline))
+        if "frame_rate" in parameters:
             arguments["frame_rate"] = fps  # LTX conditions its motion on the frame rate
+        length = _pipelines.text_length(pipeline)
+        if length is not None and "max_sequence_length" in parameters:
+            arguments["max_sequence_length"] = length
         context.raise_if_cancelled()
         started = time.perf_counter()
         steps = _Steps(context, started)

@@ -26,6 +26,9 @@ only their own image-to-video folders do image-to-video.
 
 SIDE_CHECKS = {"LTX": 32}
 """Families whose pipelines check sides against a fixed number, whatever their VAE."""
+LATENT_FRAME_PAIRS = ("CogVideoX",)
+"""Families whose VAE decodes an odd number of latent frames to ``1 + 4n`` frames but an
+even number to ``4n``: their frame counts are ``8k+1`` (CogVideoX's 49 is one)."""
 
 
 class PipelineOutput(Protocol):
@@ -114,7 +117,21 @@ def factors(pipeline: DiffusionPipeline) -> Factors:
     for prefix, multiple in SIDE_CHECKS.items():
         if type(pipeline).__name__.startswith(prefix):
             side = math.lcm(side, multiple)
-    return Factors(temporal=temporal or 1, spatial=side)
+    frames = temporal or 1
+    if type(pipeline).__name__.startswith(LATENT_FRAME_PAIRS):
+        frames *= 2
+    return Factors(temporal=frames, spatial=side)
+
+
+def text_length(pipeline: DiffusionPipeline) -> int | None:
+    """The prompt length a transformer was built for (CogVideoX's ``max_text_seq_length``).
+
+    Such a pipeline must be called with ``max_sequence_length`` equal to it.
+    """
+    transformer = pipeline.components.get("transformer")
+    config: object = getattr(transformer, "config", None)
+    length: object = getattr(config, "max_text_seq_length", None)
+    return length if isinstance(length, int) else None
 
 
 def _int_attribute(pipeline: DiffusionPipeline, *names: str) -> int | None:

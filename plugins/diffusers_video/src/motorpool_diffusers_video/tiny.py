@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar, cast
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
 from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVideo
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXTransformer3DModel
 from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
+from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 from diffusers.pipelines.wan.pipeline_wan import WanPipeline
+from diffusers.schedulers.scheduling_ddim_cogvideox import CogVideoXDDIMScheduler
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
 )
@@ -196,6 +200,52 @@ def build_ltx(
         vae=vae,
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    cast("_Saveable", pipeline).save_pretrained(str(directory))
+    return directory
+
+
+def build_cogvideox(
+    directory: Path, *, device: str = "cpu", dtype: Dtype = "float32", seed: int = 0
+) -> Path:
+    """Write a tiny random-weight ``CogVideoXPipeline`` (prompts of 16 tokens) to ``directory``."""
+    tokenizer = t5_tokenizer()
+    text = T5Size()
+    with _making(device, dtype, seed):
+        text_encoder = T5EncoderModel(_t5_config(text, len(tokenizer), T5Config))
+        vae = _make(
+            AutoencoderKLCogVideoX,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+        )
+        transformer = _make(
+            CogVideoXTransformer3DModel,
+            num_attention_heads=4,
+            attention_head_dim=8,
+            in_channels=4,
+            out_channels=4,
+            time_embed_dim=2,
+            text_embed_dim=text.d_model,
+            num_layers=1,
+            sample_width=2,
+            sample_height=2,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=16,
+        )
+    pipeline = _make(
+        CogVideoXPipeline,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(),
     )
     cast("_Saveable", pipeline).save_pretrained(str(directory))
     return directory
