@@ -217,6 +217,11 @@ def test_image_to_video_starts_from_the_frame(host: Host, ltx: str) -> None:
     assert (result.frames, result.width, result.height) == (5, 64, 32)
     with Image.open(io.BytesIO(result.frame_images[0])) as first:
         assert first.size == (64, 32)
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 40), (0, 0, 255)).save(buffer, format="PNG")
+    other = clip(host, ltx, request.model_copy(update={"init_image": buffer.getvalue()}))
+    assert other.frame_images[0] != result.frame_images[0]  # the clip starts from the frame
+    assert other.seed == result.seed
 
 
 def test_wan_text_to_video_has_no_image_to_video(host: Host, wan: str) -> None:
