@@ -184,6 +184,8 @@ def test_image_to_image(host: Host, sd: str, flux: str, family: str) -> None:
 def test_native_size_when_none_is_given(host: Host, sd: str) -> None:
     result = image_of(host, sd, ImageRequest(prompt="a cat", steps=1, seed=1))
     assert (result.images[0].width, result.images[0].height) == (64, 64)  # 32 latents x 2
+    wide = image_of(host, sd, ImageRequest(prompt="a cat", width=96, steps=1, seed=1))
+    assert (wide.images[0].width, wide.images[0].height) == (96, 64)  # native height
 
 
 def test_long_prompt_is_cut_with_a_warning(host: Host, flux: str) -> None:
@@ -236,6 +238,7 @@ def test_details_and_memory(host: Host, sd: str, flux_folder: Path, sd_folder: P
     assert info.details["device"] == "cpu"
     assert info.details["dtype"] == "float32"
     assert info.details["size_multiple"] == 8
+    assert info.details["native_size"] == 64
     assert info.details["image_to_image"] is True
     weights = sum(p.stat().st_size for p in sd_folder.rglob("*.safetensors"))
     assert weights * 0.95 < info.memory_bytes <= weights  # float32 tensors, as stored

@@ -30,6 +30,9 @@ from pathlib import Path
 if SITE is not None:
     site.addsitedir(SITE)
 started = time.perf_counter()
+import motorpool.engine, motorpool.types  # what every plugin imports: the floor
+core = time.perf_counter() - started
+started = time.perf_counter()
 from motorpool_diffusers_image import plugin
 report = plugin.motorpool_probe(deep=False)
 seconds = time.perf_counter() - started
@@ -40,7 +43,7 @@ with Host(Settings(plugins="diffusers-image", home=home, keep_alive_s=-1)) as ho
     (record,) = [record for record in host.plugins if record.name == "diffusers-image"]
     tiny = host.tiny_model("diffusers-image", home)
 print(json.dumps({
-    "report": report.model_dump(mode="json"), "seconds": seconds, "heavy": heavy,
+    "report": report.model_dump(mode="json"), "seconds": seconds, "core": core, "heavy": heavy,
     "state": record.state.value, "tiny": tiny is not None,
 }))
 """
@@ -69,8 +72,12 @@ def site_without(tmp_path: Path, *hidden: str) -> Path:
 def test_import_and_quick_probe_never_import_the_engine() -> None:
     child = run_child(None)
     assert child["heavy"] == [], f"imported at plugin import or quick probe: {child['heavy']}"
-    assert isinstance(child["seconds"], float)
-    assert child["seconds"] < 1.0
+    seconds, core = child["seconds"], child["core"]
+    assert isinstance(seconds, float)
+    assert isinstance(core, float)
+    # The plugin's own import and quick probe, beyond motorpool's: tens of milliseconds
+    # on an idle machine; the bound leaves room for a busy one.
+    assert seconds < max(0.25, core), (seconds, core)
     report = child["report"]
     assert isinstance(report, dict)
     assert report["ready"] is True

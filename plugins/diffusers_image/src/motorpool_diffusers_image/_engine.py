@@ -165,6 +165,18 @@ def _size_multiple(pipeline: DiffusionPipeline) -> int:
     return multiple
 
 
+def _native_size(pipeline: DiffusionPipeline) -> int | None:
+    """The side of the images a pipeline makes when given no size, if it tells."""
+    sample: object = getattr(pipeline, "default_sample_size", None)
+    unet: object = pipeline.components.get("unet")
+    if sample is None and unet is not None:
+        sample = getattr(getattr(unet, "config", None), "sample_size", None)
+    factor: object = getattr(pipeline, "vae_scale_factor", None)
+    if isinstance(sample, int) and isinstance(factor, int):
+        return sample * factor
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Defaults:
     """A pipeline's own defaults, read from its ``__call__`` signature."""
@@ -212,6 +224,7 @@ class DiffusersModel:
         self.offload, self.multiple, self.limits = offload, multiple, limits
         self.pipeline_class = type(text_to_image).__name__
         self.defaults = _defaults(text_to_image, image_to_image)
+        self.native_size = _native_size(text_to_image)
         self.memory_bytes = torchtools.module_bytes(text_to_image.components.values())
 
     @property
@@ -236,6 +249,7 @@ class DiffusersModel:
             "cpu_offload": self.offload,
             "scheduler": type(scheduler).__name__,
             "size_multiple": self.multiple,
+            "native_size": self.native_size,
             "default_steps": self.defaults.steps,
             "image_to_image": self.image_to_image,
             "variant": self.options.variant,
@@ -329,11 +343,10 @@ class DiffusersModel:
                     hint=f"use at least {math.ceil(1 / strength)} steps, or a higher strength",
                 )
             arguments |= {"image": image, "strength": strength}
-        if width is not None and height is not None and "width" in parameters:
-            arguments |= {"width": width, "height": height}
-        elif width is not None or height is not None:
-            default = self._fit(width or height or 0)
-            arguments |= {"width": width or default, "height": height or default}
+        if "width" in parameters and (width is not None or height is not None):
+            # Some pipelines (Stable Diffusion) drop a side given alone: give both.
+            arguments["width"] = width or self.native_size
+            arguments["height"] = height or self.native_size
         return arguments
 
     def _side(self, value: int | None, name: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Protocol, cast
 
 import diffusers
@@ -97,8 +98,9 @@ def text_to_image_class(cls: type[DiffusionPipeline]) -> type[DiffusionPipeline]
     return table.get(family) if family is not None else None
 
 
+@cache
 def call_parameters(cls: type[object]) -> Mapping[str, inspect.Parameter]:
-    """The keyword arguments of a pipeline class's ``__call__``."""
+    """The keyword arguments of a pipeline class's ``__call__`` (read once per class)."""
     call: Callable[..., object] = cls.__call__
     return inspect.signature(call).parameters
 
