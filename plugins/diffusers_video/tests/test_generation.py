@@ -230,3 +230,28 @@ def test_wan_text_to_video_has_no_image_to_video(host: Host, wan: str) -> None:
     request = VideoRequest(prompt="a cat", init_image=buffer.getvalue(), frames=5, steps=1)
     with pytest.raises(UnsupportedCapability):
         host.generate(wan, request)
+
+
+def test_every_call_runs_on_the_models_one_worker_thread(wan_folder: Path) -> None:
+    model = load_directly(wan_folder)
+    threads: set[str] = set()
+
+    def on_progress(event: ProgressEvent) -> None:
+        threads.add(threading.current_thread().name)
+
+    request = VideoRequest(prompt="a cat", frames=1, width=32, height=32, steps=1, seed=1)
+    results: list[object] = []
+
+    def call(name: str) -> None:
+        context = Context(name, on_progress=on_progress)
+        results.append(plugin.motorpool_generate(model=model, request=request, context=context))
+
+    call("from-this-thread")
+    worker = threading.Thread(target=call, args=("from-a-new-thread",))  # as the host streams
+    worker.start()
+    worker.join()
+    assert len(results) == 2
+    assert all(isinstance(result, VideoResult) for result in results)
+    assert len(threads) == 1
+    assert threads.pop().startswith("diffusers-video")
+    plugin.motorpool_unload(model)
