@@ -20,7 +20,7 @@ PYTHON = sys.executable
 """The interpreter of the environment under test (``uv run`` gives the workspace venv)."""
 ENGINES_GROUP = "motorpool.engines"
 DEFAULT_REPEATS = 7
-SERVE_TIMEOUT_S = 300
+SERVE_TIMEOUT_S = 600  # a large model on a GPU takes minutes to load
 
 
 def repeats() -> int:

@@ -38,17 +38,13 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import PYTHON, Row, clean_env, run_python_json
+from _common import Row, clean_env, motorpool_serve, run_python_json
 
 MIN_RATIO = 0.99
 JUDGED_FROM_S = 1.0
@@ -58,7 +54,6 @@ costs (a thread, the polls, storing and fetching the file: about 10 ms) are a te
 RUNS = 3
 """Timed runs of each way, interleaved, each way leading in turn; the best is reported
 (other work on a shared machine only ever adds time)."""
-START_TIMEOUT_S = 600
 NEEDED = ("diffusers", "imageio_ffmpeg", "motorpool_diffusers_video", "httpx", "uvicorn")
 PROMPT = "a red fox running through the snow"
 SEED = 1234
@@ -202,44 +197,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _motorpool_serve(home: Path, env: dict[str, str]) -> Iterator[str]:
-    """``motorpool serve --preload bench`` over ``home``; yields its URL once it is ready."""
-    import httpx  # noqa: PLC0415 - checked in NEEDED
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [PYTHON, "-m", "motorpool", "serve", "--preload", "bench", "--port", str(port)]
-    server_env = {**env, "MOTORPOOL_HOME": str(home), "MOTORPOOL_LOG_LEVEL": "warning"}
-    process = subprocess.Popen(
-        command, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"motorpool serve exited with {process.returncode}")
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"motorpool serve was not ready in {START_TIMEOUT_S} s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
 def _build(size: str, env: dict[str, str]) -> Path:
     out = Path(tempfile.mkdtemp(prefix="motorpool-bench-video-")) / f"{size}-wan"
     code = f"ARGS = {json.dumps({'size': size, 'out': str(out)})}\n{_BUILD}"
@@ -253,7 +210,8 @@ def _measure(model: Path, label: str, clip: Clip, env: dict[str, str]) -> list[R
         f'[models.bench]\nplugin = "diffusers-video"\nsource = "{model}"\noptions = {options}\n',
         encoding="utf-8",
     )
-    with _motorpool_serve(home, env) as url:
+    with motorpool_serve(home, env) as served:
+        url = served.url
         args = {
             "model": str(model), "home": str(home), "url": url, "prompt": PROMPT,
             "seed": SEED, "clip": asdict(clip), "runs": RUNS,

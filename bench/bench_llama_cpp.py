@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import PYTHON, Row, clean_env, repeats, run_python_json
+from _common import PYTHON, Row, clean_env, free_port, repeats, run_python_json
 
 TOKENS = 128
 STREAMS = 4
@@ -224,13 +223,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
     import httpx  # noqa: PLC0415 - checked in NEEDED
 
@@ -249,7 +241,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def _server(command: list[str], ready_path: str, env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [*command, "--port", str(port)],

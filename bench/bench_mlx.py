@@ -31,23 +31,18 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-from _common import PYTHON, Row, clean_env, repeats, run_python_json
+from _common import Row, clean_env, motorpool_serve, repeats, run_python_json
 
 TOKENS = 128
 SEED = 1234
 PROMPT = "The history of the motor pool begins with"
 MIN_API = 0.99
 MIN_HTTP = 0.97
-START_TIMEOUT_S = 300
 MIN_SECONDS = 5.0
 """Each way runs at least this long in all (more repetitions for a fast model)."""
 NEEDED = ("mlx", "mlx_lm", "motorpool_mlx", "httpx", "uvicorn")
@@ -171,44 +166,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _motorpool_serve(home: Path, env: dict[str, str]) -> Iterator[str]:
-    """``motorpool serve --preload bench`` over ``home``; yields its URL once it is ready."""
-    import httpx  # noqa: PLC0415 - checked in NEEDED
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [PYTHON, "-m", "motorpool", "serve", "--preload", "bench", "--port", str(port)]
-    server_env = {**env, "MOTORPOOL_HOME": str(home), "MOTORPOOL_LOG_LEVEL": "warning"}
-    process = subprocess.Popen(
-        command, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"motorpool serve exited with {process.returncode}")
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"motorpool serve was not ready in {START_TIMEOUT_S} s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
 def _build(size: str, env: dict[str, str]) -> Path:
     out = Path(tempfile.mkdtemp(prefix="motorpool-bench-mlx-")) / f"{size}-llama"
     code = f"ARGS = {json.dumps({'size': size, 'out': str(out)})}\n{_BUILD}"
@@ -220,7 +177,8 @@ def _measure(model: Path, label: str, env: dict[str, str]) -> list[Row]:
     (home / "models.toml").write_text(
         f'[models.bench]\nplugin = "mlx"\nsource = "{model}"\n', encoding="utf-8"
     )
-    with _motorpool_serve(home, env) as url:
+    with motorpool_serve(home, env) as served:
+        url = served.url
         args = {
             "model": str(model), "home": str(home), "url": url, "prompt": PROMPT,
             "tokens": TOKENS, "seed": SEED, "runs": repeats(), "min_seconds": MIN_SECONDS,
