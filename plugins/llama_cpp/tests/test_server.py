@@ -77,6 +77,14 @@ def test_openai_sdk_sees_clear_errors(server: LiveServer) -> None:
         client.completions.create(
             model="tiny", prompt="Hi", max_tokens=4, extra_body={"typical_p": 0.5}
         )
+    # The engine's own checks run once the stream has started: an SSE error event, which
+    # the SDK raises while iterating.
+    with pytest.raises(openai.APIError, match="outside the vocabulary"):
+        list(
+            client.completions.create(
+                model="tiny", prompt="Hi", max_tokens=4, stream=True, logit_bias={"99999": 1}
+            )
+        )
     # The model still answers.
     answer = client.completions.create(model="tiny", prompt="Hi", max_tokens=3)
     assert answer.choices[0].finish_reason in {"stop", "length"}

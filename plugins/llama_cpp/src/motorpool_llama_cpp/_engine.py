@@ -122,11 +122,18 @@ class LlamaModel:
     def pieces(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
         """The text of each generated token; ends at an end-of-generation token.
 
-        A generator: closing it stops decoding after the current token.
+        Bad sampling (a logit bias outside the vocabulary) raises here, before the stream
+        starts. The iterator is a generator: closing it stops decoding after the current
+        token.
         """
         params = _sampling_params(sampling, self.options)
-        self.llama.set_seed(params.seed)
         processor = self._logit_bias(sampling.logit_bias)
+        return self._decode(prompt, params, processor)
+
+    def _decode(
+        self, prompt: Prompt, params: _Params, processor: llama_cpp.LogitsProcessorList | None
+    ) -> Iterator[str]:
+        self.llama.set_seed(params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for token in self.llama.generate(
             prompt.tokens,
