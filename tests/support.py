@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -86,3 +88,32 @@ class Background:
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), "the call is still running"
         return self.outcome
+
+
+def run_fresh_python(code: str, site: Path | None, heavy: tuple[str, ...]) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter and parse the JSON object on its last line.
+
+    ``code`` sees ``SITE`` (the folder to use as site-packages, or ``None``) and ``HEAVY``
+    (module names it may report as imported). With ``site``, the interpreter starts with
+    ``-S`` so the real site-packages stays out and ``code`` adds ``site`` itself.
+    """
+    prelude = f"SITE = {str(site)!r} if {site is not None} else None\nHEAVY = {heavy!r}\n"
+    command = [sys.executable, *(["-S"] if site is not None else []), "-c", prelude + code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def site_without(tmp_path: Path, *hidden: str) -> Path:
+    """This environment's site-packages as links, without the distributions named.
+
+    A real environment without those packages (no patching): pass it to
+    :func:`run_fresh_python`, which reads the links and the editable installs' ``.pth``.
+    """
+    farm = tmp_path / "site-packages"
+    farm.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.name.split("-")[0].lower() not in hidden:
+            (farm / entry.name).symlink_to(entry)
+    return farm

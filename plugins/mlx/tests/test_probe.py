@@ -8,10 +8,7 @@ installs' ``.pth`` files). Nothing is patched.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -20,6 +17,8 @@ import pytest
 from motorpool import Host
 from motorpool.types import Accelerator, PluginState
 from motorpool_mlx import _probe
+
+from tests.support import run_fresh_python, site_without
 
 HEAVY = ("mlx", "mlx.core", "mlx_lm", "transformers", "tokenizers", "torch")
 
@@ -47,22 +46,7 @@ print(json.dumps({
 
 def run_child(site: Path | None) -> dict[str, object]:
     """Import the plugin and probe in a fresh interpreter; ``site`` replaces site-packages."""
-    code = f"SITE = {str(site)!r} if {site is not None} else None\nHEAVY = {HEAVY!r}\n{_CHILD}"
-    command = [sys.executable, *(["-S"] if site is not None else []), "-c", code]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def site_without(tmp_path: Path, *hidden: str) -> Path:
-    """This environment's site-packages as links, without the distributions named."""
-    farm = tmp_path / "site-packages"
-    farm.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if entry.name.split("-")[0].lower() not in hidden:
-            (farm / entry.name).symlink_to(entry)
-    return farm
+    return run_fresh_python(_CHILD, site, HEAVY)
 
 
 def test_import_and_quick_probe_never_import_the_engine() -> None:
