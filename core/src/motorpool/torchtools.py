@@ -15,20 +15,24 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import importlib.util
+import io
 import re
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from motorpool.errors import InvalidOptions
+from motorpool.engine import Context
+from motorpool.errors import InvalidOptions, InvalidRequest
 from motorpool.hardware import likely_accelerators, physical_memory
 from motorpool.types import Accelerator, Device, MissingDependency
 
 if TYPE_CHECKING:
     import torch
+    from PIL.Image import Image as PILImage
 
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
@@ -365,3 +369,59 @@ def release_memory(device: str) -> None:
         torch.cuda.empty_cache()
     elif device == "mps":
         torch.mps.empty_cache()
+
+
+# -- running a diffusers pipeline -------------------------------------------------------------
+
+MAX_INPUT_PIXELS = 8192 * 8192
+"""The largest input image (image-to-image, a video's first frame) a request may send."""
+
+
+class StopDenoising(Exception):
+    """Raised from the step callback of a pipeline that has no interrupt flag."""
+
+
+class DenoiseSteps:
+    """A diffusers ``callback_on_step_end``: one progress event per step, cancel between steps.
+
+    A pipeline with an interrupt flag (``interruptible``) is stopped the documented way:
+    the flag makes its loop skip the remaining steps. Any other raises
+    :class:`StopDenoising`, which the caller turns into ``Cancelled``.
+    """
+
+    def __init__(self, context: Context, started: float, *, interruptible: bool) -> None:
+        self._context, self._started, self._interruptible = context, started, interruptible
+        self.first: float | None = None
+        """Seconds from ``started`` to the end of the first step."""
+
+    def __call__(
+        self, pipeline: object, step: int, _timestep: object, tensors: dict[str, object]
+    ) -> dict[str, object]:
+        if self.first is None:
+            self.first = time.perf_counter() - self._started
+        total: object = getattr(pipeline, "num_timesteps", None)
+        self._context.progress("denoise", step + 1, total if isinstance(total, int) else None)
+        if self._context.cancelled:
+            if not self._interruptible:
+                raise StopDenoising
+            setattr(pipeline, "_interrupt", True)  # noqa: B010 - diffusers has no public setter
+        return tensors
+
+
+def decode_image(data: bytes, what: str) -> PILImage:
+    """An input image (PNG, JPEG, WebP...) as RGB; ``InvalidRequest`` naming ``what`` if not."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - diffusers brings Pillow
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise InvalidRequest(
+                    f"{what} is {width}x{height}, over the limit of {MAX_INPUT_PIXELS} pixels"
+                )
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InvalidRequest(
+            f"init_image is not an image this plugin can read: {exc}",
+            hint="send PNG or JPEG bytes",
+        ) from exc

@@ -39,7 +39,7 @@ from transformers.utils import logging as transformers_logging
 from motorpool_diffusers_image import _pipelines
 from motorpool_diffusers_image._folder import VIDEO_PLUGIN_HINT, PipelineFolder
 from motorpool_diffusers_image._options import DiffusersImageOptions
-from motorpool_diffusers_image._png import decode_image, encode_png
+from motorpool_diffusers_image._png import encode_png
 from motorpool_diffusers_image._prompts import TextLimit, text_limits, truncation
 
 SEED_LIMIT = 2**63
@@ -49,10 +49,6 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, Import
 """What diffusers and transformers raise for a folder they cannot use: missing or
 mismatched weights, configs of another version, a tokenizer they cannot read."""
 _SCHEDULER_EXAMPLES = "DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler"
-
-
-class _Stop(Exception):
-    """Raised from the step callback of a pipeline that has no interrupt flag."""
 
 
 def load(folder: PipelineFolder, options: DiffusersImageOptions, label: str) -> DiffusersModel:
@@ -281,12 +277,14 @@ class DiffusersModel:
         self._warn_if_truncated(request, context)
         context.raise_if_cancelled()
         started = time.perf_counter()
-        callback = _Steps(context, started, interruptible=hasattr(type(pipeline), "interrupt"))
+        callback = torchtools.DenoiseSteps(
+            context, started, interruptible=hasattr(type(pipeline), "interrupt")
+        )
         arguments["callback_on_step_end"] = callback
         torchtools.reset_peak_memory(self.device)
         try:
             output = _pipelines.view(pipeline)(**arguments)
-        except _Stop as exc:
+        except torchtools.StopDenoising as exc:
             raise Cancelled(f"request {context.id} was cancelled") from exc
         except ValueError as exc:  # diffusers' own checks of the arguments
             raise InvalidRequest(f"{self.pipeline_class} refused the request: {exc}") from exc
@@ -331,7 +329,7 @@ class DiffusersModel:
         if guidance is not None and "guidance_scale" in parameters:
             arguments["guidance_scale"] = guidance
         if request.init_image is not None:
-            image = decode_image(request.init_image)
+            image = torchtools.decode_image(request.init_image, "the input image")
             width = width or self._fit(image.width)
             height = height or self._fit(image.height)
             if image.size != (width, height):
@@ -395,25 +393,3 @@ class DiffusersModel:
             "scheduler": type(self.pipeline.components.get("scheduler")).__name__,
         }
         return {key: str(value) for key, value in fields.items() if value is not None}
-
-
-class _Steps:
-    """The step-end callback: one progress event per denoising step, cancel between steps."""
-
-    def __init__(self, context: Context, started: float, *, interruptible: bool) -> None:
-        self._context, self._started, self._interruptible = context, started, interruptible
-        self.first: float | None = None
-
-    def __call__(
-        self, pipeline: DiffusionPipeline, step: int, _timestep: object, tensors: dict[str, object]
-    ) -> dict[str, object]:
-        if self.first is None:
-            self.first = time.perf_counter() - self._started
-        total: object = getattr(pipeline, "num_timesteps", None)
-        self._context.progress("denoise", step + 1, total if isinstance(total, int) else None)
-        if self._context.cancelled:
-            if not self._interruptible:
-                raise _Stop
-            # diffusers' documented way to stop between steps; the loop skips the rest
-            setattr(pipeline, "_interrupt", True)  # noqa: B010 - no public setter
-        return tensors

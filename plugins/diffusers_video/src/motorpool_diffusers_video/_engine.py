@@ -27,7 +27,7 @@ from motorpool.engine import Context
 from motorpool.errors import Cancelled, InvalidModel, InvalidRequest, UnsupportedCapability
 from motorpool.types import Timings, VideoRequest, VideoResult
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import JsonValue
 from transformers.utils import logging as transformers_logging
 
@@ -40,7 +40,6 @@ SEED_LIMIT = 2**63
 FAMILY_FPS = {"wan": 16, "ltx": 25, "cogvideox": 8}
 """The frame rate each family was trained at (clips play at it unless asked otherwise)."""
 DEFAULT_FPS = 16
-MAX_INPUT_PIXELS = 8192 * 8192
 """Larger first frames are refused before they are decoded (decompression bombs)."""
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError)
 """What diffusers and transformers raise for a folder they cannot use."""
@@ -225,7 +224,7 @@ class VideoModel:
             arguments["max_sequence_length"] = length
         context.raise_if_cancelled()
         started = time.perf_counter()
-        steps = _Steps(context, started)
+        steps = torchtools.DenoiseSteps(context, started, interruptible=True)
         arguments["callback_on_step_end"] = steps
         torchtools.reset_peak_memory(self.device)
         try:
@@ -289,7 +288,7 @@ class VideoModel:
             arguments["guidance_scale"] = guidance
         width, height = request.width, request.height
         if request.init_image is not None:
-            image = _decode_image(request.init_image)
+            image = torchtools.decode_image(request.init_image, "the first frame")
             width = width or self._fit(image.width)
             height = height or self._fit(image.height)
             arguments["image"] = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -356,41 +355,3 @@ def _png(frame: NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def _decode_image(data: bytes) -> Image.Image:
-    """A first frame (PNG, JPEG, WebP...) as RGB; raise ``InvalidRequest`` if unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            width, height = opened.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise InvalidRequest(
-                    f"the first frame is {width}x{height}, over the limit of "
-                    f"{MAX_INPUT_PIXELS} pixels"
-                )
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InvalidRequest(
-            f"init_image is not an image this plugin can read: {exc}",
-            hint="send PNG or JPEG bytes",
-        ) from exc
-
-
-class _Steps:
-    """The step-end callback: one progress event per denoising step, cancel between steps."""
-
-    def __init__(self, context: Context, started: float) -> None:
-        self._context, self._started = context, started
-        self.first: float | None = None
-
-    def __call__(
-        self, pipeline: DiffusionPipeline, step: int, _timestep: object, tensors: dict[str, object]
-    ) -> dict[str, object]:
-        if self.first is None:
-            self.first = time.perf_counter() - self._started
-        total: object = getattr(pipeline, "num_timesteps", None)
-        self._context.progress("denoise", step + 1, total if isinstance(total, int) else None)
-        if self._context.cancelled:
-            # diffusers' documented way to stop between steps: the loop skips the rest
-            setattr(pipeline, "_interrupt", True)  # noqa: B010 - no public setter
-        return tensors
