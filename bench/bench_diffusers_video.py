@@ -7,13 +7,11 @@ One pipeline folder, one clip (prompt, seed, frames, size, steps), three ways:
   plugin's x264 settings (crf 18, preset veryfast, faststart): the baseline;
 - ``api``: motorpool's ``Host.generate`` over the diffusers-video plugin, the same request;
 - ``http``: a video job on ``motorpool serve`` (its own process, uvicorn on 127.0.0.1):
-  ``POST /v1/videos``, polling ``GET /v1/videos/{id}``, ``GET .../content``. The client
-  polls as a progress bar would: backing off from 5 ms until the first step is done, then
-  sleeping half the time the progress so far says is left (5 ms to 250 ms), and every
-  20 ms once the last step is done (decoding and encoding). Every poll
-  is a request the server's event loop answers under the GIL that the generation thread
-  needs too: polling every 5 ms throughout made the mid clip 25 % slower here.
-  ``BENCH_VIDEO_POLL_S=0.01`` polls at that fixed pace instead.
+  ``POST /v1/videos``, ``GET /v1/videos/{id}?wait=60`` (a long poll: answered once the
+  job has ended), ``GET .../content``. ``BENCH_VIDEO_POLL_S=0.01`` polls at that fixed
+  pace instead, as a progress bar would: every poll is a request the server's event loop
+  answers under the GIL the generation thread needs too (polling every 5 ms made the mid
+  clip 25 % slower here).
 
 Each way runs once untimed (loading, first calls), then three times timed, interleaved
 with each way leading in turn, all in one run of the benchmark; the best run of each way
@@ -49,7 +47,7 @@ from _common import Row, clean_env, motorpool_serve, run_python_json
 MIN_RATIO = 0.99
 JUDGED_FROM_S = 1.0
 """Clips the direct way makes faster than this are shown, not judged: a job's fixed
-costs (a thread, the polls, storing and fetching the file: about 10 ms) are a tenth of a
+costs (a thread, storing and fetching the file: about 10 ms) are a tenth of a
 0.1 s clip and nothing of a real one."""
 RUNS = 3
 """Timed runs of each way, interleaved, each way leading in turn; the best is reported
@@ -146,21 +144,14 @@ def job():
     created = http.post("/v1/videos", json=body)
     created.raise_for_status()
     job_id = created.json()["id"]
-    start, wait = now(), 0.005
-    while True:
-        status = http.get(f"/v1/videos/{job_id}").json()
+    while True:  # a long poll: the server answers once the job has ended
+        if A["poll_s"]:  # BENCH_VIDEO_POLL_S: poll at a fixed pace instead
+            time.sleep(A["poll_s"])
+            status = http.get(f"/v1/videos/{job_id}").json()
+        else:
+            status = http.get(f"/v1/videos/{job_id}", params={"wait": 60}).json()
         if status["status"] in ("completed", "failed", "cancelled"):
             break
-        progress, elapsed = status["progress"], now() - start
-        if A["poll_s"]:  # BENCH_VIDEO_POLL_S: a fixed pace instead
-            wait = A["poll_s"]
-        elif progress >= 99:  # decoding and encoding: poll at a steady pace
-            wait = 0.02
-        elif progress:  # sleep half the time the progress so far says is left
-            wait = elapsed * (100 - progress) / progress / 2
-        else:  # no step done yet: back off
-            wait = wait * 2
-        time.sleep(min(0.25, max(0.001, wait)))
     if status["status"] != "completed":
         raise RuntimeError(f"the job ended {status}")
     content = http.get(f"/v1/videos/{job_id}/content")

@@ -531,6 +531,44 @@ def test_a_video_job_on_a_model_that_fails_to_load_fails(live: LiveServer) -> No
         assert http.get(f"/v1/videos/{job_id}/content").status_code == 409
 
 
+def test_a_long_poll_answers_once_the_job_has_ended(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        job_id = http.post("/v1/videos", json={"model": "tiny", "prompt": "p"}).json()["id"]
+        done = http.get(f"/v1/videos/{job_id}", params={"wait": 30})
+        assert done.status_code == 200
+        assert done.json()["status"] == "completed"  # one request, no polling
+        assert http.get(f"/v1/videos/{job_id}/content").status_code == 200
+        again = http.get(f"/v1/videos/{job_id}", params={"wait": 30})
+        assert again.json() == done.json()  # an ended job answers at once
+
+
+def test_a_long_poll_times_out_with_the_job_as_it_is_and_wakes_on_cancel(
+    live: LiveServer,
+) -> None:
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        body = {"model": "slow", "prompt": "long", "frames": 5, "steps": 500}
+        job_id = http.post("/v1/videos", json=body).json()["id"]
+        running = http.get(f"/v1/videos/{job_id}", params={"wait": 0.2})
+        assert running.status_code == 200
+        assert running.json()["status"] in {"queued", "in_progress"}
+        waiting = Background(lambda: http.get(f"/v1/videos/{job_id}", params={"wait": 60}))
+        wait_until(lambda: http.get(f"/v1/videos/{job_id}").json()["status"] == "in_progress")
+        assert http.post(f"/v1/videos/{job_id}/cancel").json()["status"] == "cancelled"
+        woken = waiting.join(timeout_s=10)
+        assert isinstance(woken, httpx.Response)
+        assert woken.json()["status"] == "cancelled"
+
+
+def test_a_long_poll_checks_its_wait_and_the_job(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url) as http:
+        too_long = http.get("/v1/videos/video_nope", params={"wait": 600})
+        assert too_long.status_code == 422
+        assert "wait" in error_of(too_long)["message"]
+        unknown = http.get("/v1/videos/video_nope", params={"wait": 1})
+        assert unknown.status_code == 404
+        assert error_of(unknown)["code"] == "job_not_found"
+
+
 def test_unknown_video_jobs_are_not_found(live: LiveServer) -> None:
     with httpx.Client(base_url=live.url) as http:
         for method, path in [

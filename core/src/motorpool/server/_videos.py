@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -27,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 MAX_JOBS = 256
 """Finished jobs beyond this many are forgotten, oldest first (their files too)."""
+MAX_WAIT_S = 60.0
+"""The longest ``GET /v1/videos/{id}?wait=S`` holds a request open."""
 CANCEL_WAIT_S = 5.0
 """How long ``cancel`` waits for the engine to stop before answering with the job as it is."""
 _PERCENT = 100
@@ -62,6 +66,8 @@ class VideoJobs:
         self._cancelled: set[str] = set()  # cancelled before its request started
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every job update
+        # Requests waiting for a job to end, woken on their own event loop.
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     def start(
         self, spec: ModelSpec, model: str, body: oa.VideoCreateRequest, request: VideoRequest
@@ -91,6 +97,32 @@ class VideoJobs:
     def get(self, job_id: str) -> oa.VideoJob:
         """A job's current view."""
         return self._job(job_id).view
+
+    async def wait(self, job_id: str, timeout_s: float) -> oa.VideoJob:
+        """A job's view once it has ended, or as it is after ``timeout_s`` (a long poll).
+
+        Waiting holds no thread: the job's thread wakes the waiting request's event loop.
+        """
+        ended = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), ended)
+        with self._lock:
+            active = self._status(job_id) in _ACTIVE
+            if active:
+                self._waiters.setdefault(job_id, []).append(waiter)
+        if not active:
+            return self.get(job_id)  # ended already, or unknown: 404
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await ended.wait()
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(job_id, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+        return self.get(job_id)
 
     def list(self) -> list[oa.VideoJob]:
         """Every job kept, newest last."""
@@ -163,6 +195,10 @@ class VideoJobs:
             view = job.view.model_copy(update=changes)
             self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
             self._changed.notify_all()
+            waiters = self._waiters.pop(job_id, []) if view.status not in _ACTIVE else []
+        for loop, ended in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(ended.set)
 
     def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
         bound = log.bind(job_id=job_id, model=spec.name or spec.source)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -15,7 +15,7 @@ from motorpool.server._bridge import call_until_disconnect
 from motorpool.server._deps import Handler, RequestId, require_key
 from motorpool.server._errors import NotFound, validation_error
 from motorpool.server._sse import EventStreamResponse
-from motorpool.server._videos import video_request
+from motorpool.server._videos import MAX_WAIT_S, video_request
 from motorpool.server.wire import openai as oa
 from motorpool.server.wire.errors import ErrorEnvelope
 
@@ -156,8 +156,22 @@ async def list_videos(handler: Handler) -> oa.VideoJobList:
 
 
 @router.get("/videos/{video_id}")
-async def get_video(video_id: str, handler: Handler) -> oa.VideoJob:
-    """A job's status and progress."""
+async def get_video(
+    video_id: str,
+    handler: Handler,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to hold the request until the job ends (a long poll); "
+            "0 answers at once",
+        ),
+    ] = 0,
+) -> oa.VideoJob:
+    """A job's status and progress; with ``wait``, once it has ended or ``wait`` has passed."""
+    if wait:
+        return await handler.videos.wait(video_id, wait)
     return handler.videos.get(video_id)
 
 
