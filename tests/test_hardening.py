@@ -34,6 +34,7 @@ from motorpool.types import (
     ModelStatus,
     ProbeReport,
     SeedFrame,
+    SessionInfo,
     TextResult,
     Timings,
     TokenEvent,
@@ -323,6 +324,7 @@ class SlowStep:
     def __init__(self) -> None:
         self.stepping = threading.Event()
         self.closed_while_stepping: bool | None = None
+        self.info = SessionInfo(width=8, height=8)
 
     def step(self, control: object) -> FrameBatch:
         self.stepping.set()

@@ -56,13 +56,24 @@ def send(ws: ClientConnection, **message: Any) -> None:
     ws.send(json.dumps(message))
 
 
+def opened(ws: ClientConnection) -> dict[str, Any]:
+    """The reply to 'open' after its progress messages: 'ready' or an error."""
+    while True:
+        reply: dict[str, Any] = json.loads(ws.recv(timeout=TIMEOUT_S))
+        if reply["type"] != "progress":
+            return reply
+
+
 @contextmanager
 def session(base: str, model: str = "world", **connect_args: Any) -> Iterator[ClientConnection]:
     """An open session: the 'ready' message is checked and consumed."""
     with connect(ws_url(base), open_timeout=TIMEOUT_S, **connect_args) as ws:
         ws.send(open_message(model))
         ready = json.loads(ws.recv(timeout=TIMEOUT_S))
+        assert ready == {"type": "progress", "stage": "warmup", "step": 1, "total": 1}
+        ready = json.loads(ws.recv(timeout=TIMEOUT_S))
         assert ready["type"] == "ready", ready
+        assert ready["info"]["width"] == ready["info"]["height"] == 16
         assert ready["session_id"]
         assert ready["model"] == model
         assert ready["protocol_version"] == PROTOCOL_VERSION
@@ -329,7 +340,7 @@ def test_exclusive_model_is_busy_until_the_first_client_leaves(live: LiveServer)
     while True:
         with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as ws:
             ws.send(open_message())
-            reply = json.loads(ws.recv(timeout=TIMEOUT_S))
+            reply = opened(ws)
             if reply["type"] == "ready":
                 next_batch(ws)
                 break
@@ -349,7 +360,7 @@ def test_api_key_is_required_when_set(live_factory: Callable[..., LiveServer]) -
 
     with connect(ws_url(live.url, f"protocol={PROTOCOL_VERSION}&api_key=KEY")) as ws:
         ws.send(open_message("tiny"))
-        assert json.loads(ws.recv(timeout=TIMEOUT_S))["type"] == "ready"
+        assert opened(ws)["type"] == "ready"
         next_batch(ws)
     with session(live.url, additional_headers={"Authorization": "Bearer KEY"}) as ws:
         next_batch(ws)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Context,
         InteractiveSession,
         LoadedModel,
+        PendingBatch,
         ResolvedSource,
         TinyModel,
     )
@@ -47,6 +48,7 @@ _LAZY = {
     "Settings": "motorpool._settings",
     "Context": "motorpool.engine",
     "InteractiveSession": "motorpool.engine",
+    "PendingBatch": "motorpool.engine",
     "LoadedModel": "motorpool.engine",
     "ResolvedSource": "motorpool.engine",
     "TinyModel": "motorpool.engine",
@@ -72,6 +74,7 @@ __all__ = [
     "InteractiveSession",
     "LoadedModel",
     "ModelSpec",
+    "PendingBatch",
     "ResolvedSource",
     "Sampling",
     "Session",

@@ -200,16 +200,24 @@ class Host:
         return len(contexts)
 
     def session(
-        self, model: str | ModelSpec, *, seed: SeedFrame, config: SessionConfig | None = None
+        self,
+        model: str | ModelSpec,
+        *,
+        seed: SeedFrame,
+        config: SessionConfig | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Session:
-        """Open an interactive session on a world model (use it as a context manager)."""
+        """Open an interactive session on a world model (use it as a context manager).
+
+        ``on_progress`` hears the stages before the first frame (the engine's warm-up).
+        """
         spec, plugin = self._owner(model)
         model_id = model_id_of(spec, plugin)
         session_id = f"session-{uuid.uuid4().hex[:12]}"
         context = self._register(
             Context(
                 session_id,
-                on_progress=self._progress_sink(model_id, "session", session_id, None),
+                on_progress=self._progress_sink(model_id, "session", session_id, on_progress),
                 log=log.bind(model=model_id, plugin=plugin.name, session_id=session_id),
             )
         )

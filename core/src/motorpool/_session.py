@@ -5,18 +5,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
-from motorpool.engine import Context, InteractiveSession
-from motorpool.errors import Cancelled, EngineFailed, MotorpoolError
-from motorpool.types import ControlInput, FrameBatch, SessionConfig
+from motorpool.engine import Context, InteractiveSession, PendingBatch
+from motorpool.errors import Cancelled, EngineFailed, MotorpoolError, SessionExhausted
+from motorpool.types import ControlInput, FrameBatch, SessionConfig, SessionInfo
+
+Reset = Literal["requested", "auto"] | None
+_Generated = tuple[FrameBatch | PendingBatch, Reset]
 
 
 class Session:
     """Controls in, frame batches out. Controls may come from any thread.
 
     The newest control wins: inputs that arrive between two steps are merged (buttons
-    as last pressed, mouse motion summed). ``frames()`` runs the engine on the caller's
-    thread and paces to ``config.fps_cap``.
+    as last pressed, mouse motion summed). Before a step that would overrun the model's
+    context (:attr:`SessionInfo.max_frames`) the session resets to the seed frame
+    (``auto_reset``) and marks that batch ``reset="auto"``.
+
+    Two ways to consume it: :meth:`frames` (a generator at the caller's pace, every batch)
+    and :meth:`run` (real time: encoding overlaps the next step, and batches a slow
+    consumer cannot take are dropped and counted in :attr:`dropped`).
     """
 
     def __init__(
@@ -28,6 +37,8 @@ class Session:
     ) -> None:
         self.id = context.id
         self.config = config
+        self.dropped = 0
+        """Batches generated but never delivered (the consumer was slower than the model)."""
         self._engine = engine
         self._context = context
         self._on_close = on_close
@@ -39,7 +50,13 @@ class Session:
         self._running.set()
         self._reset_requested = False
         self._prompt: str | None = None
+        self._frames_since_reset = 0
         self._closed = False
+        try:
+            self.info: SessionInfo = engine.info
+        except Exception as exc:  # a plugin written before `info`, or a broken one
+            self.close()
+            raise self._failed(exc) from exc
 
     def __del__(self) -> None:
         # A session dropped without close() must not keep its exclusive model.
@@ -50,6 +67,16 @@ class Session:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second batches are paced to (``None``: as fast as the model goes).
+
+        ``fps_cap`` when set, else the model's own rate when ``realtime``.
+        """
+        if self.config.fps_cap is not None:
+            return self.config.fps_cap
+        return self.info.fps if self.config.realtime else None
 
     def control(self, control: ControlInput) -> None:
         """Set the input for the next step (merged with any input not yet used)."""
@@ -81,46 +108,31 @@ class Session:
 
     def step(self) -> FrameBatch:
         """Generate one batch now under the newest control."""
-        with self._lock:
-            control, self._pending = self._pending, None
-            reset, self._reset_requested = self._reset_requested, False
-            prompt, self._prompt = self._prompt, None
-        if control is None:  # held buttons stay pressed; motion happens once
-            control = ControlInput(buttons=self._held.buttons)
-        self._held = control
-        with self._engine_lock:
-            if self._closed or self._context.cancelled:  # closed, or the host shut down
-                raise Cancelled(f"session {self.id} is closed")
-            try:
-                if reset:
-                    self._engine.reset()
-                if prompt is not None:
-                    self._engine.set_prompt(prompt)
-                return self._engine.step(control)
-            except MotorpoolError:
-                raise
-            except Exception as exc:  # the engine's own error, typed like every other
-                raise EngineFailed(
-                    f"session {self.id} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+        return self._encoded(self._generate())
 
     def frames(self) -> Iterator[FrameBatch]:
-        """Yield batches until the session is closed or cancelled."""
-        next_due = time.monotonic()
-        while not self._closed and not self._context.cancelled:
-            if not self._running.wait(timeout=0.1):
-                continue
-            try:
-                batch = self.step()
-            except Cancelled:
-                if self._closed or self._context.cancelled:  # ended between two steps
-                    return
-                raise
-            if self.config.fps_cap is not None:
-                next_due += len(batch.frames) / self.config.fps_cap
-                time.sleep(max(0.0, next_due - time.monotonic()))
-                next_due = max(next_due, time.monotonic())
-            yield batch
+        """Yield every batch, paced to :attr:`fps`, until the session is closed.
+
+        The caller's pace is the session's: nothing is made while the caller holds a batch.
+        """
+        for generated in self._paced():
+            yield self._encoded(generated)
+
+    def run(self, deliver: Callable[[FrameBatch], None]) -> None:
+        """Generate in real time until the session is closed, handing batches to ``deliver``.
+
+        Batches are encoded on a thread of their own while the engine makes the next one,
+        and reach ``deliver`` in order, on that thread. When encoding falls behind, the
+        batch waiting for it is replaced by the newer one (counted in :attr:`dropped`).
+        """
+        encoder = _Encoder(f"motorpool-{self.id}-encode", self._encoded, deliver, self._drop)
+        try:
+            for generated in self._paced():
+                encoder.put(generated)
+        finally:
+            error = encoder.finish()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         """End the session and give the model back. Safe to call twice."""
@@ -135,3 +147,133 @@ class Session:
                 self._engine.close()
         finally:
             self._on_close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _paced(self) -> Iterator[_Generated]:
+        """Generated batches, paced to :attr:`fps`, until closed (paused: none)."""
+        next_due = time.monotonic()
+        while not self._closed and not self._context.cancelled:
+            if not self._running.wait(timeout=0.1):
+                continue
+            try:
+                generated = self._generate()
+            except Cancelled:
+                if self._closed or self._context.cancelled:  # ended between two steps
+                    return
+                raise
+            if (fps := self.fps) is not None:
+                next_due += self.info.frames_per_step / fps
+                time.sleep(max(0.0, next_due - time.monotonic()))
+                next_due = max(next_due, time.monotonic())
+            yield generated
+
+    def _generate(self) -> _Generated:
+        with self._lock:
+            control, self._pending = self._pending, None
+            requested, self._reset_requested = self._reset_requested, False
+            prompt, self._prompt = self._prompt, None
+        if control is None:  # held buttons stay pressed; motion happens once
+            control = ControlInput(buttons=self._held.buttons)
+        self._held = control
+        with self._engine_lock:
+            if self._closed or self._context.cancelled:  # closed, or the host shut down
+                raise Cancelled(f"session {self.id} is closed")
+            reset: Reset = "requested" if requested else None
+            if reset is None and self._would_overrun():
+                if not self.config.auto_reset:
+                    raise SessionExhausted(
+                        f"session {self.id} has used the model's {self.info.max_frames} "
+                        "frames of context",
+                        hint="reset the session, or open it with auto_reset",
+                    )
+                reset = "auto"
+            try:
+                if reset is not None:
+                    self._engine.reset()
+                    self._frames_since_reset = 0
+                if prompt is not None:
+                    self._engine.set_prompt(prompt)
+                batch = self._engine.step(control)
+            except MotorpoolError:
+                raise
+            except Exception as exc:  # the engine's own error, typed like every other
+                raise self._failed(exc) from exc
+            self._frames_since_reset += self.info.frames_per_step
+        return batch, reset
+
+    def _would_overrun(self) -> bool:
+        limit = self.info.max_frames
+        return limit is not None and self._frames_since_reset + self.info.frames_per_step > limit
+
+    def _encoded(self, generated: _Generated) -> FrameBatch:
+        batch, reset = generated
+        if isinstance(batch, PendingBatch):
+            try:
+                batch = batch.encode()
+            except MotorpoolError:
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from exc
+        return batch if reset is None else batch.model_copy(update={"reset": reset})
+
+    def _drop(self) -> None:
+        self.dropped += 1
+
+    def _failed(self, exc: Exception) -> EngineFailed:
+        return EngineFailed(f"session {self.id} failed: {type(exc).__name__}: {exc}")
+
+
+class _Encoder:
+    """A thread that encodes batches and delivers them in order; one batch waits at most."""
+
+    def __init__(
+        self,
+        name: str,
+        encode: Callable[[_Generated], FrameBatch],
+        deliver: Callable[[FrameBatch], None],
+        on_drop: Callable[[], None],
+    ) -> None:
+        self._encode = encode
+        self._deliver = deliver
+        self._on_drop = on_drop
+        self._waiting: _Generated | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, generated: _Generated) -> None:
+        """Queue a batch, replacing one still waiting. Raises what encoding raised."""
+        with self._changed:
+            if self._error is not None:
+                raise self._error
+            if self._waiting is not None:
+                self._on_drop()
+                if generated[1] is None:  # the dropped batch's reset mark moves on
+                    generated = (generated[0], self._waiting[1])
+            self._waiting = generated
+            self._changed.notify()
+
+    def finish(self) -> BaseException | None:
+        """Deliver what is waiting, stop the thread; return what encoding raised."""
+        with self._changed:
+            self._done = True
+            self._changed.notify()
+        self._thread.join()
+        return self._error
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._waiting is not None or self._done)
+                generated, self._waiting = self._waiting, None
+            if generated is None:
+                return
+            try:
+                self._deliver(self._encode(generated))
+            except BaseException as exc:  # noqa: BLE001 - raised on the generating thread
+                with self._changed:
+                    self._error = exc
+                return

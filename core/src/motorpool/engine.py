@@ -24,6 +24,7 @@ from motorpool.types import (
     ModelOrigin,
     ModelSpec,
     ProgressEvent,
+    SessionInfo,
 )
 
 if TYPE_CHECKING:
@@ -148,14 +149,34 @@ class TinyModel:
     """A request the tiny model answers."""
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """A batch generated but not yet encoded.
+
+    The host calls ``encode`` off the thread that steps the engine, so the next step
+    overlaps this batch's JPEG encoding.
+    """
+
+    encode: Callable[[], FrameBatch]
+
+
 class InteractiveSession(Protocol):
     """An open session on a world model (returned by ``motorpool_open_session``).
 
     The host calls these from one thread at a time, and ``step`` always from the same one.
     """
 
-    def step(self, control: ControlInput) -> FrameBatch:
-        """Generate the next batch of frames under the given control input."""
+    @property
+    def info(self) -> SessionInfo:
+        """Frame size, frames per step, the model's frame rate and context length."""
+        ...
+
+    def step(self, control: ControlInput) -> FrameBatch | PendingBatch:
+        """Generate the next batch of frames under the given control input.
+
+        Return the batch encoded, or a :class:`PendingBatch` to have it encoded off the
+        stepping thread.
+        """
         ...
 
     def reset(self) -> None:

@@ -105,6 +105,12 @@ class ContextLengthExceeded(InvalidRequest):
     status = 400
 
 
+class SessionExhausted(InvalidRequest):
+    """A session's model has used its whole context and ``auto_reset`` is off."""
+
+    code = "session_exhausted"
+
+
 class UnknownModel(MotorpoolError):
     """No alias, loaded model or spec matches the name."""
 

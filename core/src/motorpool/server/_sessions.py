@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -36,12 +37,13 @@ from motorpool.server.wire.sessions import (
     Resume,
     SessionClosed,
     SessionError,
+    SessionProgress,
     SessionReady,
     SessionState,
     SetPrompt,
     encode_batch,
 )
-from motorpool.types import FrameBatch, SeedFrame
+from motorpool.types import FrameBatch, ProgressEvent, SeedFrame
 
 log = structlog.get_logger(__name__)
 
@@ -123,11 +125,7 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
     except WebSocketDisconnect:
         return
     try:
-        spec = handler.client_spec(first.model)
-        seed = SeedFrame(image=first.seed_image, media_type=first.seed_media_type)
-        session = await anyio.to_thread.run_sync(
-            lambda: handler.host.session(spec, seed=seed, config=first.config)
-        )
+        session = await open_session(websocket, handler, first)
     except MotorpoolError as exc:
         await _fail(websocket, exc, close_code(exc))
         return
@@ -140,14 +138,49 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
         bound.info("session closed")
 
 
+RECORDINGS = "recordings"
+"""Folder in the server's home that ``record_path`` file names are written to."""
+
+
+def recording_path(handler: AppHandler, name: str) -> str:
+    """Where a client's ``record_path`` goes: a bare file name in the recordings folder."""
+    if Path(name).name != name or name in {".", ".."} or not name.endswith(".mp4"):
+        raise InvalidRequest(
+            f"record_path {name!r} must be a bare file name ending in .mp4",
+            hint=f"the server writes it in {RECORDINGS}/ under its home",
+        )
+    folder = handler.settings.home / RECORDINGS
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / name)
+
+
+async def open_session(websocket: WebSocket, handler: AppHandler, first: OpenSession) -> Session:
+    """Open the session a client asked for, telling it each stage before the first frame."""
+    spec = handler.client_spec(first.model)
+    seed = SeedFrame(image=first.seed_image, media_type=first.seed_media_type)
+    config = first.config
+    if config.record_path is not None:
+        config = config.model_copy(
+            update={"record_path": recording_path(handler, config.record_path)}
+        )
+
+    def progress(event: ProgressEvent) -> None:  # on the opening thread
+        message = SessionProgress(stage=event.stage, step=event.step, total=event.total)
+        with contextlib.suppress(Exception):  # the client left: opening goes on, then closes
+            anyio.from_thread.run(websocket.send_text, message.model_dump_json())
+
+    return await anyio.to_thread.run_sync(
+        lambda: handler.host.session(spec, seed=seed, config=config, on_progress=progress)
+    )
+
+
 async def _run(websocket: WebSocket, session: Session, model: str) -> None:
     mailbox = _Mailbox(asyncio.get_running_loop())
 
     def generate() -> None:
         error: MotorpoolError | None = None
         try:
-            for batch in session.frames():
-                mailbox.put(batch)
+            session.run(mailbox.put)
         except Cancelled:
             pass  # closed, or the server is shutting down: ends like a normal close
         except MotorpoolError as exc:
@@ -157,7 +190,11 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
 
     await websocket.send_text(
         SessionReady(
-            session_id=session.id, model=model, protocol_version=PROTOCOL_VERSION
+            session_id=session.id,
+            model=model,
+            protocol_version=PROTOCOL_VERSION,
+            info=session.info,
+            fps=session.fps,
         ).model_dump_json()
     )
     threading.Thread(target=generate, name=f"motorpool-{session.id}", daemon=True).start()
@@ -167,7 +204,8 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
             # The client left, or the receive loop closed the socket: the session ends.
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 while (batch := await mailbox.take()) is not None:
-                    await websocket.send_bytes(encode_batch(batch, dropped=mailbox.dropped))
+                    dropped = mailbox.dropped + session.dropped
+                    await websocket.send_bytes(encode_batch(batch, dropped=dropped))
                     mailbox.sent += 1
                 ended = mailbox.ended
                 if isinstance(ended, MotorpoolError):
@@ -210,7 +248,9 @@ async def _receive_controls(websocket: WebSocket, session: Session, mailbox: _Ma
                 )
                 continue
         state = SessionState(
-            paused=session.paused, frames_sent=mailbox.sent, frames_dropped=mailbox.dropped
+            paused=session.paused,
+            frames_sent=mailbox.sent,
+            frames_dropped=mailbox.dropped + session.dropped,
         )
         await websocket.send_text(state.model_dump_json())
 

@@ -43,7 +43,13 @@ from motorpool.types.text import (
     TextResult,
 )
 from motorpool.types.video import VideoRequest, VideoResult
-from motorpool.types.world import ControlInput, FrameBatch, SeedFrame, SessionConfig
+from motorpool.types.world import (
+    ControlInput,
+    FrameBatch,
+    SeedFrame,
+    SessionConfig,
+    SessionInfo,
+)
 
 __all__ = [
     "REQUEST_ADAPTER",
@@ -85,6 +91,7 @@ __all__ = [
     "Sampling",
     "SeedFrame",
     "SessionConfig",
+    "SessionInfo",
     "StreamEvent",
     "TerminalEvent",
     "TextRequest",

@@ -14,11 +14,31 @@ class SessionConfig(Frozen):
 
     fps_cap: float | None = Field(default=None, gt=0, le=1000)
     """Pace frame batches to at most this many frames per second; ``None`` = as fast as possible."""
+    realtime: bool = False
+    """Pace to the model's own frame rate (:attr:`SessionInfo.fps`) when no ``fps_cap`` is set."""
     prompt: str | None = None
     """Initial text conditioning, for models that accept it."""
     jpeg_quality: int = Field(default=85, ge=1, le=100)
     auto_reset: bool = True
     """Reset before the model's context is exhausted instead of failing."""
+    record_path: str | None = Field(default=None, min_length=1)
+    """Also write every generated frame to this MP4 file (the server takes a bare file name
+    and writes it in its recordings folder)."""
+
+
+class SessionInfo(Frozen):
+    """What an open session produces, as its engine reports it."""
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    frames_per_step: int = Field(default=1, gt=0)
+    """Frames in each batch (4 for models that make sub-frames in one pass)."""
+    fps: float | None = Field(default=None, gt=0)
+    """The model's own frame rate: what ``realtime`` paces to."""
+    max_frames: int | None = Field(default=None, gt=0)
+    """Frames the model's context holds from one reset; ``None`` = no limit."""
+    prompt_conditioning: bool = False
+    """Whether :meth:`Session.prompt` steers the model."""
 
 
 class SeedFrame(Frozen):
@@ -59,3 +79,6 @@ class FrameBatch(Frozen):
     height: int
     generation_ms: float = Field(ge=0)
     client_ts: float | None = None
+    reset: Literal["requested", "auto"] | None = None
+    """Set on the first batch after a reset: asked for, or made because the model's
+    context was about to run out (``auto_reset``)."""

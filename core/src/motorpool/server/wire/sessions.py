@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from motorpool.types import ControlInput, FrameBatch, SessionConfig
+from motorpool.types import ControlInput, FrameBatch, SessionConfig, SessionInfo
 from motorpool.types._base import Frozen
 
 
@@ -105,6 +105,10 @@ class SessionReady(Frozen):
     session_id: str
     model: str
     protocol_version: int
+    info: SessionInfo
+    """Frame size, frames per batch, the model's own frame rate and context length."""
+    fps: float | None = None
+    """The pace batches are made at (``None``: as fast as the model goes)."""
 
 
 class SessionState(Frozen):
@@ -162,6 +166,8 @@ class FrameBatchHeader(Frozen):
     """The ``client_ts`` of the control this batch was generated under."""
     dropped: int = 0
     """Batches dropped so far in this session (slow client)."""
+    reset: Literal["requested", "auto"] | None = None
+    """Set on the first batch after a reset (``auto``: the model's context ran out)."""
 
 
 _U32 = struct.Struct(">I")
@@ -179,6 +185,7 @@ def encode_batch(batch: FrameBatch, *, dropped: int) -> bytes:
             generation_ms=batch.generation_ms,
             client_ts=batch.client_ts,
             dropped=dropped,
+            reset=batch.reset,
         )
         .model_dump_json()
         .encode()

@@ -39,6 +39,7 @@ from motorpool.types import (
     ResultEvent,
     SeedFrame,
     SessionConfig,
+    SessionInfo,
     StreamEvent,
     TextResult,
     Timings,
@@ -80,6 +81,10 @@ class Options(BaseModel):
 
     token_delay_s: float = Field(default=0.0, ge=0, le=10)
     step_delay_s: float = Field(default=0.0, ge=0, le=10)
+    world_fps: float | None = Field(default=None, gt=0)
+    """The world 'model''s own frame rate, for realtime pacing."""
+    world_frames: int | None = Field(default=None, gt=0)
+    """Frames its context holds (auto-reset after that)."""
     fail_after_tokens: int | None = Field(default=None, ge=0)
     memory_bytes: int | None = Field(default=None, ge=0)
     max_concurrency: int = Field(default=1, ge=1)
@@ -357,6 +362,9 @@ class TestSession:
         self._colour = [seed.image[-1] % 256, 128, 64]
         self.prompt = config.prompt
         self.closed = False
+        self.info = SessionInfo(
+            width=16, height=16, fps=model.options.world_fps, max_frames=model.options.world_frames
+        )
 
     def step(self, control: ControlInput) -> FrameBatch:
         started = time.perf_counter()
