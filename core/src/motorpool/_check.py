@@ -79,7 +79,11 @@ def _check_plugin(host: Host, name: str) -> CheckResult:
             seconds[stage] = time.perf_counter() - started
             stage = "generate"
             started = time.perf_counter()
-            host.generate(info.id, tiny.request)
+            if tiny.request is not None:
+                host.generate(info.id, tiny.request)
+            elif tiny.seed is not None:
+                with host.session(info.id, seed=tiny.seed) as session:
+                    session.step()
             seconds[stage] = time.perf_counter() - started
             stage = "unload"
             started = time.perf_counter()

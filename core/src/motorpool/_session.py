@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 from motorpool.engine import Context, InteractiveSession, PendingBatch
-from motorpool.errors import Cancelled, EngineFailed, MotorpoolError, SessionExhausted
+from motorpool.errors import (
+    Cancelled,
+    EngineFailed,
+    MotorpoolError,
+    SessionExhausted,
+    UnsupportedCapability,
+)
 from motorpool.types import ControlInput, FrameBatch, SessionConfig, SessionInfo
 
 Reset = Literal["requested", "auto"] | None
@@ -103,6 +109,10 @@ class Session:
 
     def prompt(self, prompt: str) -> None:
         """Change the text conditioning before the next step."""
+        if not self.info.prompt_conditioning:
+            raise UnsupportedCapability(
+                "this world model has no prompt conditioning", hint="leave the prompt out"
+            )
         with self._lock:
             self._prompt = prompt
 

@@ -24,6 +24,7 @@ from motorpool.types import (
     ModelOrigin,
     ModelSpec,
     ProgressEvent,
+    SeedFrame,
     SessionInfo,
 )
 
@@ -142,11 +143,21 @@ class LoadedModel(Generic[HandleT_co]):
 
 @dataclass(frozen=True, slots=True)
 class TinyModel:
-    """A model small enough to build in seconds, for ``motorpool check`` and conformance."""
+    """A model small enough to build in seconds, for ``motorpool check`` and conformance.
+
+    It comes with what exercises it: a ``request`` it answers, or for a world model the
+    ``seed`` image a session opens on.
+    """
 
     spec: ModelSpec
-    request: GenerationRequest
+    request: GenerationRequest | None = None
     """A request the tiny model answers."""
+    seed: SeedFrame | None = None
+    """For a world model: an image to open a session on."""
+
+    def __post_init__(self) -> None:
+        if (self.request is None) == (self.seed is None):
+            raise ValueError("a TinyModel has a request or a seed, exactly one of them")
 
 
 @dataclass(frozen=True, slots=True)

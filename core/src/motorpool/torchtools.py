@@ -422,6 +422,6 @@ def decode_image(data: bytes, what: str) -> PILImage:
             return opened.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InvalidRequest(
-            f"init_image is not an image this plugin can read: {exc}",
+            f"{what} is not an image this plugin can read: {exc}",
             hint="send PNG or JPEG bytes",
         ) from exc

@@ -68,7 +68,7 @@ def test_sides_must_be_multiples_of_the_models_factor(
 
 
 def test_an_unreadable_first_frame(host: Host, ltx: str) -> None:
-    with pytest.raises(InvalidRequest, match="init_image is not an image"):
+    with pytest.raises(InvalidRequest, match="the first frame is not an image"):
         host.generate(ltx, request(init_image=b"not a picture"))
 
 

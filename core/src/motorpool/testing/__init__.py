@@ -22,6 +22,7 @@ pytest.register_assert_rewrite("motorpool.testing._conformance")
 
 from motorpool.testing._conformance import (  # noqa: E402 - must follow register_assert_rewrite
     EngineConformance,
+    assert_batch_fits,
     assert_result_answers,
     assert_well_formed_stream,
     request_for,
@@ -29,6 +30,7 @@ from motorpool.testing._conformance import (  # noqa: E402 - must follow registe
 
 __all__ = [
     "EngineConformance",
+    "assert_batch_fits",
     "assert_result_answers",
     "assert_well_formed_stream",
     "request_for",

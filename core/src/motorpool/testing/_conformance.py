@@ -42,6 +42,7 @@ from motorpool.types import (
     CompletionRequest,
     ErrorEvent,
     FinishReason,
+    FrameBatch,
     GenerationRequest,
     GenerationResult,
     ImageRequest,
@@ -51,6 +52,8 @@ from motorpool.types import (
     PluginState,
     ProgressEvent,
     ResultEvent,
+    SeedFrame,
+    SessionInfo,
     StreamEvent,
     TerminalEvent,
     TextResult,
@@ -61,6 +64,7 @@ from motorpool.types import (
 
 __all__ = [
     "EngineConformance",
+    "assert_batch_fits",
     "assert_result_answers",
     "assert_well_formed_stream",
     "request_for",
@@ -159,6 +163,32 @@ def assert_result_answers(request: GenerationRequest, result: GenerationResult) 
                 )
 
 
+def assert_batch_fits(batch: FrameBatch, info: SessionInfo) -> None:
+    """Assert that a session's batch holds the frames its info promises, as images."""
+    assert len(batch.frames) == info.frames_per_step, (
+        f"a batch of {len(batch.frames)} frames; the session makes {info.frames_per_step}"
+    )
+    assert (batch.width, batch.height) == (info.width, info.height), (batch, info)
+    signature = _SIGNATURES[batch.media_type]
+    for index, frame in enumerate(batch.frames):
+        assert frame.startswith(signature), f"frame {index} is not {batch.media_type}"
+
+
+_SIGNATURES = {"image/jpeg": b"\xff\xd8\xff", "image/png": PNG_SIGNATURE}
+
+
+def _request(tiny: TinyModel) -> GenerationRequest:
+    if tiny.request is None:
+        pytest.skip("the tiny model is a world model: it opens sessions, not requests")
+    return tiny.request
+
+
+def _seed(tiny: TinyModel) -> SeedFrame:
+    if tiny.seed is None:
+        pytest.skip("the tiny model is not a world model")
+    return tiny.seed
+
+
 def request_for(capability: Capability) -> GenerationRequest | None:
     """A minimal request that needs ``capability`` (``None`` for image/video-to-X and world)."""
     match capability:
@@ -240,9 +270,13 @@ class EngineConformance:
     # -- helpers -----------------------------------------------------------------------------
 
     def assert_serves(self, host: Host, tiny_model: TinyModel) -> None:
-        """Assert that the host still answers the tiny model's request."""
-        result = host.generate(tiny_model.spec, tiny_model.request)
-        assert_result_answers(tiny_model.request, result)
+        """Assert that the host still answers the tiny model's request (or opens a session)."""
+        if tiny_model.seed is not None:
+            with host.session(tiny_model.spec, seed=tiny_model.seed) as session:
+                assert_batch_fits(session.step(), session.info)
+            return
+        result = host.generate(tiny_model.spec, _request(tiny_model))
+        assert_result_answers(_request(tiny_model), result)
 
     # -- discovery and probe -----------------------------------------------------------------
 
@@ -283,7 +317,10 @@ class EngineConformance:
     def test_tiny_request_is_valid(self, tiny_model: TinyModel) -> None:
         """The tiny model names this plugin (or none) and its request survives the wire."""
         assert tiny_model.spec.plugin in {None, self.plugin}, tiny_model.spec
-        request = tiny_model.request
+        if tiny_model.seed is not None:
+            assert tiny_model.seed.model_validate_json(tiny_model.seed.model_dump_json())
+            return
+        request = _request(tiny_model)
         assert REQUEST_ADAPTER.validate_json(REQUEST_ADAPTER.dump_json(request)) == request
 
     # -- lifecycle and generation -------------------------------------------------------------
@@ -292,7 +329,11 @@ class EngineConformance:
         """Loading the tiny model leaves it ready with the capability its request needs."""
         assert loaded.status is ModelStatus.READY, loaded
         assert loaded.plugin == self.plugin
-        needed = required_capability(tiny_model.request)
+        needed = (
+            Capability.WORLD
+            if tiny_model.seed is not None
+            else required_capability(_request(tiny_model))
+        )
         assert needed in loaded.capabilities, (
             f"the tiny request needs {needed.value}; the model has {sorted(loaded.capabilities)}"
         )
@@ -307,19 +348,21 @@ class EngineConformance:
 
     def test_generate(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:
         """Generating answers the tiny request with a result of the right kind and size."""
-        result = host.generate(loaded.id, tiny_model.request)
-        assert_result_answers(tiny_model.request, result)
+        request = _request(tiny_model)
+        result = host.generate(loaded.id, request)
+        assert_result_answers(request, result)
         if isinstance(result, TextResult):
             assert result.finish_reason is not FinishReason.CANCELLED, result
         assert host.model(loaded.id).active_requests == 0
 
     def test_stream(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:
         """A stream is well-formed and ends with the result; its tokens spell the text."""
-        with host.stream(loaded.id, tiny_model.request) as generation:
+        request = _request(tiny_model)
+        with host.stream(loaded.id, request) as generation:
             events = list(generation)
         terminal = assert_well_formed_stream(events)
         assert isinstance(terminal, ResultEvent), f"the stream failed: {terminal}"
-        assert_result_answers(tiny_model.request, terminal.result)
+        assert_result_answers(request, terminal.result)
         tokens = [event.text for event in events if isinstance(event, TokenEvent)]
         if tokens and isinstance(terminal.result, TextResult):
             assert "".join(tokens) == terminal.result.text, "the tokens do not spell the result"
@@ -327,7 +370,8 @@ class EngineConformance:
 
     def test_cancel(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:
         """Cancelling a stream ends it within a few events; the model serves the next request."""
-        with host.stream(loaded.id, tiny_model.request) as generation:
+        request = _request(tiny_model)
+        with host.stream(loaded.id, request) as generation:
             first = next(generation)
             too_quick = isinstance(first, ResultEvent | ErrorEvent)
             events = [first]
@@ -335,7 +379,7 @@ class EngineConformance:
                 assert host.cancel(generation.id), "the host does not know the running request"
                 events += itertools.islice(generation, self.max_events_after_cancel + 1)
         if too_quick:  # nothing left to cancel midway: cancel a fresh stream before it starts
-            with host.stream(loaded.id, tiny_model.request) as generation:
+            with host.stream(loaded.id, request) as generation:
                 assert host.cancel(generation.id), "the host does not know the queued request"
                 events = list(itertools.islice(generation, self.max_events_after_cancel + 1))
         assert len(events) <= self.max_events_after_cancel + 1, (
@@ -350,6 +394,34 @@ class EngineConformance:
         while host.model(loaded.id).active_requests and time.monotonic() < deadline:
             time.sleep(0.01)
         assert host.model(loaded.id).active_requests == 0, "the cancelled request holds a slot"
+        self.assert_serves(host, tiny_model)
+
+    # -- world models ----------------------------------------------------------------------------
+
+    def test_session(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:
+        """A session on a world model makes batches that fit its info, and gives the model back."""
+        seed = _seed(tiny_model)
+        with host.session(loaded.id, seed=seed) as session:
+            assert host.model(loaded.id).active_requests == 1
+            batches = [session.step() for _ in range(3)]
+        for batch in batches:
+            assert_batch_fits(batch, session.info)
+        assert [batch.frame_id for batch in batches] == sorted({b.frame_id for b in batches})
+        assert host.model(loaded.id).active_requests == 0
+        self.assert_serves(host, tiny_model)
+
+    def test_session_cancel(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:
+        """Cancelling a session by its id ends its frames; the model opens the next one."""
+        with host.session(loaded.id, seed=_seed(tiny_model)) as session:
+            frames = session.frames()
+            next(frames)
+            assert host.cancel(session.id), "the host does not know the session"
+            rest = list(itertools.islice(frames, self.max_events_after_cancel + 1))
+            assert len(rest) <= 1, f"{len(rest)} batches came after the session was cancelled"
+        deadline = time.monotonic() + self.cancel_grace_s
+        while host.model(loaded.id).active_requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert host.model(loaded.id).active_requests == 0, "the cancelled session holds the model"
         self.assert_serves(host, tiny_model)
 
     def test_unload(self, host: Host, tiny_model: TinyModel, loaded: ModelInfo) -> None:

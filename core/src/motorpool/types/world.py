@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from motorpool.types._base import Frozen
+
+MIN_KEY_CODE = 1
+MAX_KEY_CODE = 254
+"""Windows virtual-key codes run from 1 to 254."""
 
 
 class SessionConfig(Frozen):
@@ -51,7 +55,9 @@ class SeedFrame(Frozen):
 class ControlInput(Frozen):
     """Controller state for the next frame(s). Buttons are Windows virtual-key codes."""
 
-    buttons: frozenset[int] = frozenset()
+    buttons: frozenset[Annotated[int, Field(ge=MIN_KEY_CODE, le=MAX_KEY_CODE)]] = frozenset()
+    """Held keys and mouse buttons: A-Z are 65-90, digits 48-57, arrows 37-40, shift 16,
+    ctrl 17, space 32, mouse buttons 1, 2 and 4."""
     mouse_dx: float = 0.0
     mouse_dy: float = 0.0
     scroll: int = Field(default=0, ge=-1, le=1)

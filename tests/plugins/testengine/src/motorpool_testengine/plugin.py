@@ -363,7 +363,11 @@ class TestSession:
         self.prompt = config.prompt
         self.closed = False
         self.info = SessionInfo(
-            width=16, height=16, fps=model.options.world_fps, max_frames=model.options.world_frames
+            width=16,
+            height=16,
+            fps=model.options.world_fps,
+            max_frames=model.options.world_frames,
+            prompt_conditioning=True,
         )
 
     def step(self, control: ControlInput) -> FrameBatch:
