@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     """Origins allowed to call the server from a browser (joined by ``,``); none by default."""
     max_body_bytes: ByteSize = ByteSize(32 * 1024 * 1024)
     """Largest request body accepted (``413`` above it)."""
+    biome_model: str | None = Field(default=None, min_length=1)
+    """The model every Biome client's session runs on (``/ws``); unset = the one it names."""
 
     @field_validator("model_dirs", mode="before")
     @classmethod

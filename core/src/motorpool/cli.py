@@ -483,6 +483,7 @@ def check(plugin_names: tuple[str, ...], as_json: bool) -> None:
 @click.option("--preload", multiple=True, help="Model to load at start (repeatable).")
 @click.option("--parallel", type=click.IntRange(min=1), help="Requests at once per model.")
 @click.option("--max-queue", type=click.IntRange(min=0), help="Requests waiting per model.")
+@click.option("--biome-model", help="Model that Biome clients (/ws) get, whatever they name.")
 def serve(  # noqa: PLR0917 - click passes each option by keyword
     bind: str | None,
     port: int | None,
@@ -492,6 +493,7 @@ def serve(  # noqa: PLR0917 - click passes each option by keyword
     preload: tuple[str, ...],
     parallel: int | None,
     max_queue: int | None,
+    biome_model: str | None,
 ) -> None:
     """Serve the OpenAI-compatible and native API (and sessions) over HTTP."""
     try:
@@ -514,6 +516,7 @@ def serve(  # noqa: PLR0917 - click passes each option by keyword
         model_dirs=model_dirs,
         parallel=parallel,
         max_queue=max_queue,
+        biome_model=biome_model,
     )
     try:
         run_server(settings, preload=preload)

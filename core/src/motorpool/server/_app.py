@@ -27,7 +27,7 @@ from motorpool.server._handler import AppHandler
 from motorpool.server._media import BlobStore, DirectoryBlobStore
 from motorpool.server._observability import REQUEST_ID_HEADER, RequestLog
 from motorpool.server._security import BodyLimit
-from motorpool.server.routes import native, openai, sessions
+from motorpool.server.routes import biome, native, openai, sessions
 from motorpool.server.wire import PROTOCOL_VERSION
 
 DESCRIPTION = f"""motorpool's HTTP and WebSocket API (protocol version {PROTOCOL_VERSION}).
@@ -80,6 +80,7 @@ def create_app(
     for router in (native.probes, native.metrics, native.router, openai.router, openai.files):
         app.include_router(router)
     app.include_router(sessions.router)
+    app.include_router(biome.router)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_bytes))
     if settings.cors_origins:
         app.add_middleware(

@@ -59,6 +59,8 @@ class AppHandler:
         self.events = EventHub()
         self.metrics = Metrics(host.models)
         self.videos = VideoJobs(host, blobs)
+        self.biome_client = threading.Lock()
+        """Held while a Biome client is connected to ``/ws``: Biome's protocol has one."""
         self._lock = threading.Lock()
         self._phase = Phase.STARTING
         self._unsubscribe = host.subscribe(self.events.on_host_event)

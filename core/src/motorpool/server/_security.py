@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 
 import structlog
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from motorpool._settings import Settings
@@ -66,6 +67,13 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def socket_key(connection: HTTPConnection) -> str | None:
+    """The key a WebSocket client presents: a bearer header, or ``?api_key=`` (browsers)."""
+    return bearer_token(connection.headers.get("authorization")) or connection.query_params.get(
+        "api_key"
+    )
 
 
 def check_client_source(settings: Settings, source: str) -> None:

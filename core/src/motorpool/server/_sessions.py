@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -43,7 +44,7 @@ from motorpool.server.wire.sessions import (
     SetPrompt,
     encode_batch,
 )
-from motorpool.types import FrameBatch, ProgressEvent, SeedFrame
+from motorpool.types import FrameBatch, ModelSpec, ProgressEvent, SeedFrame, SessionConfig
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,7 @@ def close_code(error: MotorpoolError) -> CloseCode:
         return CloseCode.INVALID if error.is_client_error else CloseCode.INTERNAL_ERROR
 
 
-class _Mailbox:
+class Mailbox:
     """Holds the newest batch for the send loop; replacing an unsent one counts a drop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -166,16 +167,36 @@ async def open_session(websocket: WebSocket, handler: AppHandler, first: OpenSes
 
     def progress(event: ProgressEvent) -> None:  # on the opening thread
         message = SessionProgress(stage=event.stage, step=event.step, total=event.total)
-        with contextlib.suppress(Exception):  # the client left: opening goes on, then closes
-            anyio.from_thread.run(websocket.send_text, message.model_dump_json())
+        send_from_thread(websocket, message.model_dump_json())
 
+    return await start_session(handler, spec, seed, config, progress)
+
+
+async def start_session(
+    handler: AppHandler,
+    spec: ModelSpec,
+    seed: SeedFrame,
+    config: SessionConfig,
+    on_progress: Callable[[ProgressEvent], None],
+) -> Session:
+    """Open a session on a worker thread; ``on_progress`` hears its warm-up stages there."""
     return await anyio.to_thread.run_sync(
-        lambda: handler.host.session(spec, seed=seed, config=config, on_progress=progress)
+        lambda: handler.host.session(spec, seed=seed, config=config, on_progress=on_progress)
     )
 
 
-async def _run(websocket: WebSocket, session: Session, model: str) -> None:
-    mailbox = _Mailbox(asyncio.get_running_loop())
+def send_from_thread(websocket: WebSocket, text: str) -> None:
+    """Send a text message from a worker thread; a client that has left is no error."""
+    with contextlib.suppress(Exception):  # the client left: the work goes on, then closes
+        anyio.from_thread.run(websocket.send_text, text)
+
+
+def generate_into(session: Session, mailbox: Mailbox) -> threading.Thread:
+    """Run ``session`` in real time on a thread of its own, its batches going to ``mailbox``.
+
+    The mailbox ends when the session does: with the error that ended it, or with none
+    when it was closed or the server is shutting down.
+    """
 
     def generate() -> None:
         error: MotorpoolError | None = None
@@ -188,6 +209,13 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
         finally:
             mailbox.end(error)
 
+    thread = threading.Thread(target=generate, name=f"motorpool-{session.id}", daemon=True)
+    thread.start()
+    return thread
+
+
+async def _run(websocket: WebSocket, session: Session, model: str) -> None:
+    mailbox = Mailbox(asyncio.get_running_loop())
     await websocket.send_text(
         SessionReady(
             session_id=session.id,
@@ -197,7 +225,7 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
             fps=session.fps,
         ).model_dump_json()
     )
-    threading.Thread(target=generate, name=f"motorpool-{session.id}", daemon=True).start()
+    generate_into(session, mailbox)
     async with anyio.create_task_group() as group:
 
         async def send_frames() -> None:
@@ -220,7 +248,7 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
         group.cancel_scope.cancel()
 
 
-async def _receive_controls(websocket: WebSocket, session: Session, mailbox: _Mailbox) -> None:
+async def _receive_controls(websocket: WebSocket, session: Session, mailbox: Mailbox) -> None:
     while True:
         try:
             message = await _receive(websocket)

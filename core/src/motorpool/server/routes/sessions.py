@@ -6,7 +6,7 @@ from fastapi import APIRouter, WebSocket
 
 from motorpool.errors import MotorpoolError
 from motorpool.server._deps import get_handler
-from motorpool.server._security import bearer_token, check_key
+from motorpool.server._security import check_key, socket_key
 from motorpool.server._sessions import close_code, serve_session
 
 router = APIRouter()
@@ -17,11 +17,8 @@ async def session_socket(websocket: WebSocket) -> None:
     """One interactive session per connection; ``docs/server.md`` has the protocol."""
     handler = await get_handler(websocket)
     await websocket.accept()
-    presented = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
-        "api_key"
-    )
     try:
-        check_key(handler.settings, presented)
+        check_key(handler.settings, socket_key(websocket))
     except MotorpoolError as exc:
         await websocket.close(code=close_code(exc), reason=exc.message)
         return
