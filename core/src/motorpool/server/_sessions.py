@@ -266,7 +266,11 @@ async def _receive_controls(websocket: WebSocket, session: Session, mailbox: Mai
             case Reset():
                 session.reset()
             case SetPrompt(prompt=prompt):
-                session.prompt(prompt)
+                try:
+                    session.prompt(prompt)
+                except MotorpoolError as exc:  # a model without prompts: the session goes on
+                    await websocket.send_text(_error(exc).model_dump_json())
+                    continue
             case Close():
                 await _close(websocket, "closed by the client", CloseCode.NORMAL)
                 return

@@ -234,5 +234,5 @@ def build(folder: Path, config: TinyWorldConfig | None = None) -> Path:
     return folder
 
 
-MID = TinyWorldConfig(height=256, width=448, channels=32, depth=4)
-"""A slower model for the benchmark (tens of milliseconds a frame on a CPU core)."""
+MID = TinyWorldConfig(height=256, width=448, channels=16, depth=2)
+"""A slower model for the benchmark: 448x256, tens of milliseconds a frame on a CPU core."""
