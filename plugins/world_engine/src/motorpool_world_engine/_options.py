@@ -37,6 +37,3 @@ class WorldEngineOptions(BaseModel):
     config_overrides: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
     """Values merged over the model's ``config.yaml`` (world_engine's
     ``model_config_overrides``)."""
-    warmup: bool = True
-    """Make one throwaway frame when the first session opens, so torch.compile's slow
-    first call happens before the client's first frame (reported as ``warmup``)."""
