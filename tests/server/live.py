@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from fastapi.testclient import TestClient
 from motorpool._settings import Settings
 from motorpool.server import AppHandler, create_app, handler_of
 from motorpool_testengine.plugin import write_model
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 MODELS_TOML = """
 [models.tiny]
@@ -131,3 +134,19 @@ def live_factory(make_app: AppFactory) -> Iterator[Callable[..., LiveServer]]:
 def live(live_factory: Callable[..., LiveServer]) -> LiveServer:
     """A live server with default settings."""
     return live_factory()
+
+
+def closed_with(
+    ws: ClientConnection, timeout_s: float = 5.0
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """Read a WebSocket until the server closes it: the close code and the JSON texts before."""
+    texts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            message = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+            if isinstance(message, str):
+                texts.append(json.loads(message))
+    except ConnectionClosed:
+        pass
+    return ws.close_code, texts

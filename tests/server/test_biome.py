@@ -25,10 +25,9 @@ import pytest
 from motorpool.server.wire import biome as wire
 from motorpool.server.wire.sessions import CloseCode
 from motorpool_testengine._png import encode_png
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.server.live import LiveServer
+from tests.server.live import LiveServer, closed_with
 
 WS_PATH = "/ws"
 TIMEOUT_S = 5.0
@@ -192,18 +191,6 @@ def biome(base: str, model: str = "world", **connect_args: Any) -> Iterator[Clie
         yield ws
 
 
-def closed_with(ws: ClientConnection) -> tuple[int | None, list[dict[str, Any]]]:
-    """Read until the server closes: the close code and the JSON messages before it."""
-    texts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while True:
-            message = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
-            if isinstance(message, str):
-                texts.append(json.loads(message))
-    except ConnectionClosed:
-        pass
-    return ws.close_code, texts
 
 
 def with_alias(home: Path, name: str, options: str) -> None:

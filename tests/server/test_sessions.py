@@ -30,7 +30,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.server.live import AppFactory, LiveServer, wait_started
+from tests.server.live import AppFactory, LiveServer, closed_with, wait_started
 
 WS_PATH = "/v1/sessions/ws"
 SEED_PNG = encode_png(16, 16, b"\x10\x20\x30")
@@ -121,18 +121,6 @@ def batch_where(
     pytest.fail(f"no batch matched within {within} batches")
 
 
-def closed_with(ws: ClientConnection) -> tuple[int | None, list[dict[str, Any]]]:
-    """Read until the server closes: the close code and the text messages before it."""
-    texts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while True:
-            message = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
-            if isinstance(message, str):
-                texts.append(json.loads(message))
-    except ConnectionClosed:
-        pass
-    return ws.close_code, texts
 
 
 def rejected(url: str, *messages: str | bytes, **connect_args: Any) -> tuple[int | None, list]:

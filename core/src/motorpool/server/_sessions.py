@@ -25,6 +25,7 @@ from motorpool._session import Session
 from motorpool.errors import Cancelled, InvalidRequest, MotorpoolError
 from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
+from motorpool.server._security import check_key, socket_key
 from motorpool.server.wire import PROTOCOL_VERSION
 from motorpool.server.wire.sessions import (
     CLIENT_MESSAGE,
@@ -97,6 +98,17 @@ class Mailbox:
                 return None
             await self._ready.wait()
             self._ready.clear()
+
+
+async def accept(websocket: WebSocket, handler: AppHandler) -> bool:
+    """Accept a session socket if its API key is right; else close it (4401) and say no."""
+    await websocket.accept()
+    try:
+        check_key(handler.settings, socket_key(websocket))
+    except MotorpoolError as exc:
+        await websocket.close(code=close_code(exc), reason=exc.message)
+        return False
+    return True
 
 
 async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
