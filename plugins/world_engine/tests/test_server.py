@@ -88,8 +88,6 @@ def next_batch(ws: ClientConnection) -> tuple[FrameBatchHeader, list[bytes], lis
         texts.append(json.loads(message))
 
 
-
-
 def test_a_session_streams_jpeg_batches_of_the_model(live: LiveServer, seed: SeedFrame) -> None:
     """Warm-up progress, then 'ready' with the model's info, then JPEG batches of its size."""
     with session(live, "world", seed) as (ws, ready, stages):
@@ -200,3 +198,21 @@ def test_a_recording_lands_in_the_home(live: LiveServer, seed: SeedFrame, home: 
     assert code == CloseCode.INVALID
     assert "bare file name" in texts[0]["message"]
     assert not (home / "escape.mp4").exists()
+
+
+def test_a_control_flood_merges_into_the_newest(live: LiveServer, seed: SeedFrame) -> None:
+    """Thousands of controls in a burst queue nothing: the batch after carries the newest."""
+    with session(live, "world", seed) as (ws, _, _):
+        next_batch(ws)
+        for index in range(2000):
+            control = {"buttons": [65 + index % 26], "mouse_dx": 0.5, "client_ts": index}
+            ws.send(json.dumps({"type": "control", "input": control}))
+        deadline = time.monotonic() + TIMEOUT_S
+        while (header := next_batch(ws)[0]).client_ts != 1999:
+            assert time.monotonic() < deadline, "the newest control never reached a batch"
+        assert header.client_ts == 1999
+        ws.send(json.dumps({"type": "pause"}))  # the socket still answers at once
+        deadline = time.monotonic() + TIMEOUT_S
+        while not isinstance(reply := ws.recv(timeout=TIMEOUT_S), str):
+            assert time.monotonic() < deadline
+        assert json.loads(reply)["paused"] is True
