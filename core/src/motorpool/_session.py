@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 from motorpool.engine import Context, InteractiveSession, PendingBatch
@@ -18,7 +19,24 @@ from motorpool.errors import (
 from motorpool.types import ControlInput, FrameBatch, SessionConfig, SessionInfo
 
 Reset = Literal["requested", "auto"] | None
-_Generated = tuple[FrameBatch | PendingBatch, Reset]
+
+
+@dataclass(frozen=True, slots=True)
+class _Generated:
+    """A batch as the engine returned it, with what the session knows about it."""
+
+    batch: FrameBatch | PendingBatch
+    reset: Reset
+    client_ts: float | None
+    """Of the control the batch was made under."""
+
+    def after_dropping(self, dropped: _Generated) -> _Generated:
+        """This batch, also reporting what a dropped older one was the first to report."""
+        return _Generated(
+            self.batch,
+            self.reset or dropped.reset,
+            self.client_ts if self.client_ts is not None else dropped.client_ts,
+        )
 
 
 class Session:
@@ -210,14 +228,14 @@ class Session:
             except Exception as exc:  # the engine's own error, typed like every other
                 raise self._failed(exc) from exc
             self._frames_since_reset += self.info.frames_per_step
-        return batch, reset
+        return _Generated(batch, reset, control.client_ts)
 
     def _would_overrun(self) -> bool:
         limit = self.info.max_frames
         return limit is not None and self._frames_since_reset + self.info.frames_per_step > limit
 
     def _encoded(self, generated: _Generated) -> FrameBatch:
-        batch, reset = generated
+        batch = generated.batch
         if isinstance(batch, PendingBatch):
             try:
                 batch = batch.encode()
@@ -225,7 +243,12 @@ class Session:
                 raise
             except Exception as exc:
                 raise self._failed(exc) from exc
-        return batch if reset is None else batch.model_copy(update={"reset": reset})
+        marks: dict[str, object] = {}
+        if generated.reset is not None:
+            marks["reset"] = generated.reset
+        if batch.client_ts is None and generated.client_ts is not None:
+            marks["client_ts"] = generated.client_ts  # a dropped batch's control
+        return batch.model_copy(update=marks) if marks else batch
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -261,8 +284,7 @@ class _Encoder:
                 raise self._error
             if self._waiting is not None:
                 self._on_drop()
-                if generated[1] is None:  # the dropped batch's reset mark moves on
-                    generated = (generated[0], self._waiting[1])
+                generated = generated.after_dropping(self._waiting)
             self._waiting = generated
             self._changed.notify()
 

@@ -76,6 +76,7 @@ class Mailbox:
         with self._lock:
             if self._batch is not None:
                 self.dropped += 1
+                batch = batch.after_dropping(self._batch)
             self._batch = batch
         self._wake()
 

@@ -88,3 +88,16 @@ class FrameBatch(Frozen):
     reset: Literal["requested", "auto"] | None = None
     """Set on the first batch after a reset: asked for, or made because the model's
     context was about to run out (``auto_reset``)."""
+
+    def after_dropping(self, dropped: FrameBatch) -> FrameBatch:
+        """This batch, in place of an older one dropped unseen (a slow consumer).
+
+        It takes over what the dropped batch was the first to report, so a consumer never
+        misses a reset or the echo of its control: a batch made after a control shows it.
+        """
+        marks: dict[str, object] = {}
+        if self.reset is None and dropped.reset is not None:
+            marks["reset"] = dropped.reset
+        if self.client_ts is None and dropped.client_ts is not None:
+            marks["client_ts"] = dropped.client_ts
+        return self.model_copy(update=marks) if marks else self
