@@ -66,13 +66,15 @@ class WorldAdapter:
         self.device = device
         self.engine: Engine = self.call(build)
         cfg = self.engine.model_cfg
-        self.n_frames: int | None = _positive_int(getattr(cfg, "n_frames", None))
-        if self.n_frames == 1:
+        n_frames: object = getattr(cfg, "n_frames", None)
+        if isinstance(n_frames, int) and n_frames < 2:  # noqa: PLR2004 - the seed and one more
             self.close()
             raise InvalidOptions(
-                "n_frames is 1: the seed frame alone fills the model's context",
+                f"n_frames is {n_frames}: the model's context must hold the seed frame and "
+                "at least one more",
                 hint="n_frames must be at least 2",
             )
+        self.n_frames: int | None = _positive_int(n_frames)
         self.temporal_compression = _positive_int(getattr(cfg, "temporal_compression", 1)) or 1
         fps: object = getattr(cfg, "inference_fps", None)
         self.inference_fps = float(fps) if isinstance(fps, int | float) and fps > 0 else None

@@ -6,6 +6,7 @@ Imports torch (and world_engine for real models): the plugin imports this module
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
@@ -88,6 +89,7 @@ def load(folder: WorldFolder, options: WorldEngineOptions) -> WorldModel:
     overrides = dict(options.config_overrides) or None
     make_control: Callable[..., object]
     if folder.tiny:
+        _check_tiny_options(options)
         dtype = torchtools.resolve_dtype(options.dtype, device)
 
         def build() -> Engine:
@@ -137,6 +139,22 @@ def _import_world_engine() -> ModuleLike:
 
 def _bf16(device: str) -> bool:
     return not device.startswith("cuda") or torch.cuda.is_bf16_supported()
+
+
+def _check_tiny_options(options: WorldEngineOptions) -> None:
+    """The tiny model's refusals as typed errors, not a ``ValueError`` from its constructor."""
+    if options.quant is not None:
+        raise InvalidOptions(
+            f"the tiny world model has no quantisation ({options.quant})",
+            hint="leave quant out: quantisation is for world_engine's models on CUDA",
+        )
+    known = {field.name for field in dataclasses.fields(tiny.TinyWorldConfig)}
+    unknown = sorted(set(options.config_overrides) - known)
+    if unknown:
+        raise InvalidOptions(
+            f"config_overrides names keys the tiny world model lacks: {unknown}",
+            hint=f"its keys: {sorted(known)}",
+        )
 
 
 def _check_quant(quant: str | None, device: str, known: object) -> None:

@@ -82,8 +82,12 @@ class Recorder:
             log.info("recording written", path=str(self.path), frames=self.written,
                      dropped=self.dropped)  # fmt: skip
             return
-        self.error = self.error or stderr.strip() or f"ffmpeg exit status {code}"
         self.partial.unlink(missing_ok=True)
+        if code == 0 and self.error is None:  # closed before its first frame: not a failure
+            self.error = "the session made no frames"
+            log.info("nothing recorded", path=str(self.path))
+            return
+        self.error = self.error or stderr.strip() or f"ffmpeg exit status {code}"
         log.error("recording failed", path=str(self.path), error=self.error)
 
     def _write(self) -> None:

@@ -50,6 +50,10 @@ class WorldSession:
             max_frames=(adapter.n_frames - 1) * passes if adapter.n_frames else None,
             prompt_conditioning=adapter.prompt_conditioning,
         )
+        adapter.start(seed)
+        if config.prompt is not None:
+            self.set_prompt(config.prompt)
+        # Last: a session refused above must not leave ffmpeg and its writer thread running.
         self._recorder: Recorder | None = None
         if config.record_path is not None:
             try:
@@ -58,9 +62,6 @@ class WorldSession:
                 )
             except OSError as exc:
                 raise StorageFailed(f"cannot record to {config.record_path}: {exc}") from exc
-        adapter.start(seed)
-        if config.prompt is not None:
-            self.set_prompt(config.prompt)
 
     def step(self, control: ControlInput) -> PendingBatch:
         """One pass of the model; the frames are encoded when the host asks."""
