@@ -20,6 +20,7 @@ from motorpool import Host, Settings
 from motorpool.types import ModelSpec, SeedFrame
 from motorpool_world_engine.plugin import PLUGIN, tiny_seed
 from motorpool_world_engine.tiny import TinyWorldConfig, build
+from pydantic import JsonValue
 
 torch.set_num_threads(1)
 
@@ -37,7 +38,7 @@ def settings(home: Path, **overrides: object) -> Settings:
     return Settings.model_validate(fields)
 
 
-def spec(folder: Path, **options: object) -> ModelSpec:
+def spec(folder: Path, **options: JsonValue) -> ModelSpec:
     """A spec for a model folder, loaded by this plugin."""
     return ModelSpec(plugin=PLUGIN, source=str(folder), options=options)
 
