@@ -63,10 +63,7 @@ def probe(deep: bool) -> ProbeReport:
     torch = torchtools.torch_report(deep)
     notes = list(torch.notes)
     if engine:
-        notes.append(
-            "world_engine is not installed: only the self-check model loads; for Waypoint "
-            f"models: {WORLD_ENGINE_INSTALL}"
-        )
+        notes.append("without world_engine only the self-check model loads")
     if deep:
         notes.extend(_gpu_notes())
     return ProbeReport(
