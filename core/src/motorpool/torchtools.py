@@ -19,7 +19,7 @@ import io
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol, cast
 
@@ -28,13 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from motorpool.engine import Context
 from motorpool.errors import InvalidOptions, InvalidRequest
 from motorpool.hardware import likely_accelerators, physical_memory
-from motorpool.types import Accelerator, Device, MissingDependency
+from motorpool.types import Accelerator, Capability, Device, MissingDependency, ProbeReport
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image as PILImage
 
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+FloatDtypeName = Literal["float32", "float16", "bfloat16"]
+"""A floating-point dtype by name (a ``dtype`` option once ``auto`` is resolved)."""
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 DeviceName = Annotated[str, Field(pattern=DEVICE_PATTERN)]
 """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
@@ -141,9 +143,14 @@ def resolve_dtype(requested: DtypeName, device: str) -> torch.dtype:
             f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 support",
             hint='use dtype = "float16" or "auto"',
         )
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-        requested
-    ]
+    return torch_dtype(requested)
+
+
+def torch_dtype(name: FloatDtypeName) -> torch.dtype:
+    """The torch dtype named ``name`` (``float32``, ``float16`` or ``bfloat16``)."""
+    import torch  # noqa: PLC0415
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
 def planned_dtype_bytes(device: str, dtype: DtypeName) -> int:
@@ -263,6 +270,34 @@ def torch_report(deep: bool) -> TorchReport:
             f"{TORCH_CUDA} --force-reinstall"
         )
     return TorchReport(devices=tuple(devices), notes=tuple(notes))
+
+
+def torch_probe(
+    deep: bool,
+    *,
+    capabilities: frozenset[Capability],
+    formats: tuple[str, ...],
+    missing: Sequence[MissingDependency],
+    engine: str,
+) -> ProbeReport:
+    """The probe report of a plugin that runs ``engine`` (a distribution name) on torch.
+
+    Not ready while anything is ``missing`` (torch itself: :func:`missing_torch`); else
+    ready, with :func:`torch_report`'s devices and notes and ``engine``'s version.
+    """
+    if missing:
+        return ProbeReport(
+            ready=False, capabilities=capabilities, formats=formats, missing=tuple(missing)
+        )
+    torch = torch_report(deep)
+    return ProbeReport(
+        ready=True,
+        capabilities=capabilities,
+        formats=formats,
+        devices=torch.devices,
+        engine_version=importlib.metadata.version(engine),
+        notes=torch.notes,
+    )
 
 
 # -- placing a pipeline -----------------------------------------------------------------------

@@ -60,17 +60,14 @@ def wan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import (  # noqa: PLC0415
         FlowMatchEulerDiscreteScheduler,
     )
-    from motorpool_diffusers_image.tiny import t5_tokenizer  # noqa: PLC0415
+    from motorpool.tiny import T5Size, t5_config, t5_tokenizer  # noqa: PLC0415
     from transformers import T5Config, UMT5EncoderModel  # noqa: PLC0415
 
     torch.manual_seed(0)
     tokenizer = t5_tokenizer()
     pipeline = WanPipeline(
         tokenizer=tokenizer,
-        text_encoder=UMT5EncoderModel(
-            T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2,
-                     num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu")
-        ),
+        text_encoder=UMT5EncoderModel(t5_config(T5Config, T5Size(), len(tokenizer))),
         vae=AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                              temperal_downsample=[False, True, True]),
         transformer=WanTransformer3DModel(

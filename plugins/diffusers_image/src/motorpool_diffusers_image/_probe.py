@@ -8,7 +8,6 @@ probe imports torch to list its devices.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 
 from motorpool import torchtools
@@ -35,17 +34,6 @@ def missing() -> list[MissingDependency]:
 
 def probe(deep: bool) -> ProbeReport:
     """The plugin's probe report; ``deep`` imports torch to ask it for its devices."""
-    absent = missing()
-    if absent:
-        return ProbeReport(
-            ready=False, capabilities=CAPABILITIES, formats=FORMATS, missing=tuple(absent)
-        )
-    torch = torchtools.torch_report(deep)
-    return ProbeReport(
-        ready=True,
-        capabilities=CAPABILITIES,
-        formats=FORMATS,
-        devices=torch.devices,
-        engine_version=importlib.metadata.version("diffusers"),
-        notes=torch.notes,
+    return torchtools.torch_probe(
+        deep, capabilities=CAPABILITIES, formats=FORMATS, missing=missing(), engine="diffusers"
     )

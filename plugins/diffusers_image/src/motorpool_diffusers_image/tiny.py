@@ -3,20 +3,17 @@
 Each builder writes what ``DiffusionPipeline.from_pretrained`` reads from a real
 checkpoint (``model_index.json`` and one folder per component) with random weights and
 tokenizers made here: a CLIP byte-level BPE vocabulary (the 256 byte symbols, a few
-whole words, the start and end tokens) and, for FLUX, a small T5 Unigram vocabulary.
-Nothing is downloaded. Speed does not depend on the weights' values, so a random
-pipeline with a real model's dimensions benchmarks like the real one.
+whole words, the start and end tokens) and, for FLUX, the small T5 Unigram vocabulary
+of :func:`motorpool.tiny.t5_tokenizer`. Nothing is downloaded. Speed does not depend on
+the weights' values, so a random pipeline with a real model's dimensions benchmarks like
+the real one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar, cast
 
-import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -28,21 +25,20 @@ from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedule
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
 )
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTokenizer,
-    T5Config,
-    T5EncoderModel,
-    T5Tokenizer,
+from motorpool.tiny import (
+    WORDS,
+    T5Size,
+    construct,
+    module_defaults,
+    save_pretrained,
+    t5_config,
+    t5_tokenizer,
 )
+from motorpool.torchtools import FloatDtypeName
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
-Dtype = Literal["float32", "float16", "bfloat16"]
-T = TypeVar("T")
-WORDS = ("a", "red", "blue", "green", "square", "circle", "cat", "dog", "on", "the", "sea")
-"""Whole words of the tiny vocabularies (anything else is spelled byte by byte)."""
+Dtype = FloatDtypeName
 START, END = "<|startoftext|>", "<|endoftext|>"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +152,7 @@ def clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
             done += piece
             vocab.setdefault(done, len(vocab))
     vocab |= {START: len(vocab), END: len(vocab) + 1}
-    return _make(CLIPTokenizer, vocab=vocab, merges=merges, model_max_length=max_length)
-
-
-def t5_tokenizer() -> T5Tokenizer:
-    """A small Unigram tokenizer in T5's format: the words of :data:`WORDS` and printable ASCII."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
-    pieces += [(f"\u2581{word}", -2.0) for word in WORDS]
-    pieces += [(chr(code), -5.0) for code in range(33, 127)]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
+    return construct(CLIPTokenizer, vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def build_stable_diffusion(
@@ -182,8 +170,8 @@ def build_stable_diffusion(
     """
     tokenizer = clip_tokenizer(tokenizer_max_length)
     blocks = len(config.unet_channels)
-    with _making("cpu", dtype, seed):
-        unet = _make(
+    with module_defaults("cpu", dtype, seed):
+        unet = construct(
             UNet2DConditionModel,
             sample_size=config.sample_size,
             in_channels=config.vae.latent_channels,
@@ -197,7 +185,7 @@ def build_stable_diffusion(
             norm_num_groups=32,
         )
         vae, text_encoder = _vae(config.vae), _clip(config.clip, tokenizer)
-    pipeline = _make(
+    pipeline = construct(
         StableDiffusionPipeline,
         vae=vae,
         text_encoder=text_encoder,
@@ -210,8 +198,7 @@ def build_stable_diffusion(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    cast("_Saveable", pipeline).save_pretrained(str(directory))
-    return directory
+    return save_pretrained(pipeline, directory)
 
 
 def build_flux(
@@ -228,8 +215,8 @@ def build_flux(
     transformer in seconds where the CPU takes many minutes.
     """
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
-    with _making(device, dtype, seed):
-        transformer = _make(
+    with module_defaults(device, dtype, seed):
+        transformer = construct(
             FluxTransformer2DModel,
             patch_size=1,
             in_channels=config.vae.latent_channels * 4,  # 2x2 patches of latents
@@ -242,22 +229,24 @@ def build_flux(
             guidance_embeds=config.guidance_embeds,
             axes_dims_rope=config.axes_dims_rope,
         )
+        t5_size = T5Size(
+            d_model=config.t5_d_model,
+            d_kv=config.t5_d_kv,
+            d_ff=config.t5_d_ff,
+            num_layers=config.t5_layers,
+            num_heads=config.t5_heads,
+        )
         text_encoder_2 = T5EncoderModel(
-            _make(
+            t5_config(
                 T5Config,
-                vocab_size=config.t5_vocab_size or len(tokenizer_2),
-                d_model=config.t5_d_model,
-                d_kv=config.t5_d_kv,
-                d_ff=config.t5_d_ff,
-                num_layers=config.t5_layers,
-                num_heads=config.t5_heads,
-                relative_attention_num_buckets=8 if config.t5_vocab_size is None else 32,
-                feed_forward_proj="gated-gelu",
+                t5_size,
+                config.t5_vocab_size or len(tokenizer_2),
+                buckets=8 if config.t5_vocab_size is None else 32,
             )
         )
         vae = _vae(config.vae, shift=config.vae_shift_factor, scale=config.vae_scaling_factor)
         text_encoder = _clip(config.clip, tokenizer)
-    pipeline = _make(
+    pipeline = construct(
         FluxPipeline,
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
@@ -267,36 +256,13 @@ def build_flux(
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
-    cast("_Saveable", pipeline).save_pretrained(str(directory))
-    return directory
-
-
-class _Saveable(Protocol):
-    def save_pretrained(self, save_directory: str) -> None: ...
-
-
-def _make(cls: type[T], **kwargs: object) -> T:
-    """``cls(**kwargs)``: the libraries' constructors annotate their arguments loosely."""
-    return cast("Callable[..., T]", cls)(**kwargs)
-
-
-@contextmanager
-def _making(device: str, dtype: Dtype, seed: int) -> Generator[None]:
-    """New modules get random weights from ``seed``, in ``dtype``, made on ``device``."""
-    previous = torch.get_default_dtype()
-    cast("Callable[[int], object]", torch.manual_seed)(seed)
-    torch.set_default_dtype(_DTYPES[dtype])
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
+    return save_pretrained(pipeline, directory)
 
 
 def _clip(config: ClipConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (START, END)}
     return CLIPTextModel(
-        _make(
+        construct(
             CLIPTextConfig,
             vocab_size=len(tokenizer),
             hidden_size=config.hidden_size,
@@ -315,7 +281,7 @@ def _clip(config: ClipConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
 def _vae(config: VaeConfig, *, shift: float | None = None, scale: float = 0.18215) -> AutoencoderKL:
     blocks = len(config.channels)
     flux = shift is not None  # FLUX's VAE: shifted latents, no quantisation convolutions
-    return _make(
+    return construct(
         AutoencoderKL,
         block_out_channels=config.channels,
         down_block_types=("DownEncoderBlock2D",) * blocks,

@@ -2,20 +2,16 @@
 
 Each builder writes what ``DiffusionPipeline.from_pretrained`` reads from a real
 checkpoint (``model_index.json`` and one folder per component) with random weights and
-a small T5 Unigram tokenizer made here. Nothing is downloaded. Speed does not depend on
-the weights' values, so a random pipeline with a real model's dimensions benchmarks like
-the real one.
+the small T5 Unigram tokenizer of :func:`motorpool.tiny.t5_tokenizer`. Nothing is
+downloaded. Speed does not depend on the weights' values, so a random pipeline with a
+real model's dimensions benchmarks like the real one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar, cast
 
-import torch
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
 from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVideo
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
@@ -29,25 +25,18 @@ from diffusers.schedulers.scheduling_ddim_cogvideox import CogVideoXDDIMSchedule
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
 )
-from transformers import T5Config, T5EncoderModel, T5Tokenizer, UMT5Config, UMT5EncoderModel
+from motorpool.tiny import (
+    T5Size,
+    construct,
+    module_defaults,
+    save_pretrained,
+    t5_config,
+    t5_tokenizer,
+)
+from motorpool.torchtools import FloatDtypeName
+from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-Dtype = Literal["float32", "float16", "bfloat16"]
-T = TypeVar("T")
-C = TypeVar("C", T5Config, UMT5Config)
-WORDS = ("a", "red", "blue", "green", "square", "circle", "cat", "dog", "on", "the", "sea")
-"""Whole words of the tiny vocabulary (anything else is spelled character by character)."""
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True, slots=True)
-class T5Size:
-    """A T5 (or UMT5) text encoder."""
-
-    d_model: int = 32
-    d_kv: int = 8
-    d_ff: int = 37
-    num_layers: int = 2
-    num_heads: int = 4
+Dtype = FloatDtypeName
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +85,6 @@ TINY_LTX = LtxConfig()
 """A few thousand parameters; the VAE compresses 4x in space and time."""
 
 
-def t5_tokenizer() -> T5Tokenizer:
-    """A small Unigram tokenizer in T5's format: the words of :data:`WORDS` and printable ASCII."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
-    pieces += [(f"\u2581{word}", -2.0) for word in WORDS]
-    pieces += [(chr(code), -5.0) for code in range(33, 127)]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
-
-
 def build_wan(
     directory: Path,
     config: WanConfig = TINY_WAN,
@@ -114,9 +95,9 @@ def build_wan(
 ) -> Path:
     """Write a random-weight ``WanPipeline`` to ``directory``; return it."""
     tokenizer = t5_tokenizer()
-    with _making(device, dtype, seed):
-        text_encoder = UMT5EncoderModel(_t5_config(config.text, len(tokenizer), UMT5Config))
-        vae = _make(
+    with module_defaults(device, dtype, seed):
+        text_encoder = UMT5EncoderModel(t5_config(UMT5Config, config.text, len(tokenizer)))
+        vae = construct(
             AutoencoderKLWan,
             base_dim=config.vae_base_dim,
             z_dim=16,
@@ -124,7 +105,7 @@ def build_wan(
             num_res_blocks=config.vae_res_blocks,
             temperal_downsample=[False, True, True],
         )
-        transformer = _make(
+        transformer = construct(
             WanTransformer3DModel,
             patch_size=(1, 2, 2),
             num_attention_heads=config.num_attention_heads,
@@ -139,7 +120,7 @@ def build_wan(
             qk_norm="rms_norm_across_heads",
             rope_max_seq_len=config.rope_max_seq_len,
         )
-    pipeline = _make(
+    pipeline = construct(
         WanPipeline,
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -147,8 +128,7 @@ def build_wan(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
     )
-    cast("_Saveable", pipeline).save_pretrained(str(directory))
-    return directory
+    return save_pretrained(pipeline, directory)
 
 
 def build_ltx(
@@ -162,10 +142,10 @@ def build_ltx(
     """Write a random-weight ``LTXPipeline`` to ``directory``; return it."""
     tokenizer = t5_tokenizer()
     channels = (config.vae_channels,) * 4
-    with _making(device, dtype, seed):
-        text_encoder = T5EncoderModel(_t5_config(config.text, len(tokenizer), T5Config))
+    with module_defaults(device, dtype, seed):
+        text_encoder = T5EncoderModel(t5_config(T5Config, config.text, len(tokenizer)))
         # Every decoder_* argument is given: left out, the decoder takes LTX's full size.
-        vae = _make(
+        vae = construct(
             AutoencoderKLLTXVideo,
             latent_channels=8,
             block_out_channels=channels,
@@ -181,7 +161,7 @@ def build_ltx(
             patch_size=1,
             patch_size_t=1,
         )
-        transformer = _make(
+        transformer = construct(
             LTXVideoTransformer3DModel,
             in_channels=8,
             out_channels=8,
@@ -193,7 +173,7 @@ def build_ltx(
             num_layers=config.num_layers,
             caption_channels=config.text.d_model,
         )
-    pipeline = _make(
+    pipeline = construct(
         LTXPipeline,
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -201,8 +181,7 @@ def build_ltx(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
     )
-    cast("_Saveable", pipeline).save_pretrained(str(directory))
-    return directory
+    return save_pretrained(pipeline, directory)
 
 
 def build_cogvideox(
@@ -211,9 +190,9 @@ def build_cogvideox(
     """Write a tiny random-weight ``CogVideoXPipeline`` (prompts of 16 tokens) to ``directory``."""
     tokenizer = t5_tokenizer()
     text = T5Size()
-    with _making(device, dtype, seed):
-        text_encoder = T5EncoderModel(_t5_config(text, len(tokenizer), T5Config))
-        vae = _make(
+    with module_defaults(device, dtype, seed):
+        text_encoder = T5EncoderModel(t5_config(T5Config, text, len(tokenizer)))
+        vae = construct(
             AutoencoderKLCogVideoX,
             down_block_types=("CogVideoXDownBlock3D",) * 4,
             up_block_types=("CogVideoXUpBlock3D",) * 4,
@@ -223,7 +202,7 @@ def build_cogvideox(
             norm_num_groups=2,
             temporal_compression_ratio=4,
         )
-        transformer = _make(
+        transformer = construct(
             CogVideoXTransformer3DModel,
             num_attention_heads=4,
             attention_head_dim=8,
@@ -239,7 +218,7 @@ def build_cogvideox(
             temporal_compression_ratio=4,
             max_text_seq_length=16,
         )
-    pipeline = _make(
+    pipeline = construct(
         CogVideoXPipeline,
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -247,41 +226,4 @@ def build_cogvideox(
         transformer=transformer,
         scheduler=CogVideoXDDIMScheduler(),
     )
-    cast("_Saveable", pipeline).save_pretrained(str(directory))
-    return directory
-
-
-class _Saveable(Protocol):
-    def save_pretrained(self, save_directory: str) -> None: ...
-
-
-def _t5_config(size: T5Size, vocab_size: int, cls: type[C]) -> C:
-    return _make(
-        cls,
-        vocab_size=vocab_size,
-        d_model=size.d_model,
-        d_kv=size.d_kv,
-        d_ff=size.d_ff,
-        num_layers=size.num_layers,
-        num_heads=size.num_heads,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-    )
-
-
-def _make(cls: type[T], **kwargs: object) -> T:
-    """``cls(**kwargs)``: the libraries' constructors annotate their arguments loosely."""
-    return cast("Callable[..., T]", cls)(**kwargs)
-
-
-@contextmanager
-def _making(device: str, dtype: Dtype, seed: int) -> Generator[None]:
-    """New modules get random weights from ``seed``, in ``dtype``, made on ``device``."""
-    previous = torch.get_default_dtype()
-    cast("Callable[[int], object]", torch.manual_seed)(seed)
-    torch.set_default_dtype(_DTYPES[dtype])
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
+    return save_pretrained(pipeline, directory)
