@@ -23,6 +23,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from motorpool import torchtools
+from motorpool.diffusers_folder import PipelineFolder
 from motorpool.engine import Context
 from motorpool.errors import (
     Cancelled,
@@ -37,7 +38,7 @@ from pydantic import JsonValue
 from transformers.utils import logging as transformers_logging
 
 from motorpool_diffusers_image import _pipelines
-from motorpool_diffusers_image._folder import VIDEO_PLUGIN_HINT, PipelineFolder
+from motorpool_diffusers_image._folder import VIDEO_PLUGIN_HINT
 from motorpool_diffusers_image._options import DiffusersImageOptions
 from motorpool_diffusers_image._png import encode_png
 from motorpool_diffusers_image._prompts import TextLimit, text_limits, truncation

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from motorpool import hookimpl, torchtools
+from motorpool.diffusers_folder import PipelineFolder, match_score
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled, InvalidModel, UnsupportedCapability
+from motorpool.errors import Cancelled, UnsupportedCapability
 from motorpool.types import (
     Capability,
     GenerationRequest,
@@ -24,12 +25,7 @@ from motorpool.types import (
 )
 
 from motorpool_diffusers_image import _probe
-from motorpool_diffusers_image._folder import (
-    MODEL_INDEX,
-    VIDEO_PLUGIN_HINT,
-    PipelineFolder,
-    read_folder,
-)
+from motorpool_diffusers_image._folder import image_folder
 from motorpool_diffusers_image._options import DiffusersImageOptions
 
 if TYPE_CHECKING:
@@ -47,16 +43,7 @@ def motorpool_probe(deep: bool) -> ProbeReport:
 
 @hookimpl
 def motorpool_match(spec: ModelSpec, path: Path | None) -> int | None:
-    if path is None:
-        name = spec.source.lower()
-        return 50 if any(word in name for word in _HUB_NAMES) else None
-    if not (path / MODEL_INDEX).is_file():
-        return None
-    try:
-        folder = read_folder(path)
-    except InvalidModel:
-        return None
-    return None if folder.is_video else 80
+    return match_score(spec.source, path, hub_words=_HUB_NAMES, video=False)
 
 
 @hookimpl
@@ -75,14 +62,14 @@ def motorpool_tiny_model(directory: Path) -> TinyModel | None:
 @hookimpl
 def motorpool_estimate_memory(source: ResolvedSource) -> int | None:
     options = source.options(DiffusersImageOptions)
-    folder = _image_pipeline(source.path)
+    folder = image_folder(source.path)
     return estimate_memory(folder, options)
 
 
 @hookimpl
 def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[DiffusersModel]:
     options = source.options(DiffusersImageOptions)
-    folder = _image_pipeline(source.path)
+    folder = image_folder(source.path)
     if options.variant is not None:
         folder.check_variant(options.variant)
     context.raise_if_cancelled()
@@ -124,14 +111,3 @@ def estimate_memory(folder: PipelineFolder, options: DiffusersImageOptions) -> i
     """The weights of every component, floats counted at the dtype the options give."""
     per_value = torchtools.planned_dtype_bytes(options.device, options.dtype)
     return folder.weights_bytes(per_value, options.variant)
-
-
-def _image_pipeline(path: Path) -> PipelineFolder:
-    """The pipeline folder at ``path``; a video pipeline is refused before anything loads."""
-    folder = read_folder(path)
-    if folder.is_video:
-        raise InvalidModel(
-            f"{path.name} is a video pipeline ({folder.class_name}), not a text-to-image one",
-            hint=VIDEO_PLUGIN_HINT,
-        )
-    return folder

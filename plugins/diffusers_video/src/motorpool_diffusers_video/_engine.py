@@ -23,6 +23,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from motorpool import torchtools
+from motorpool.diffusers_folder import PipelineFolder
 from motorpool.engine import Context
 from motorpool.errors import Cancelled, InvalidModel, InvalidRequest, UnsupportedCapability
 from motorpool.types import Timings, VideoRequest, VideoResult
@@ -32,7 +33,7 @@ from pydantic import JsonValue
 from transformers.utils import logging as transformers_logging
 
 from motorpool_diffusers_video import _pipelines
-from motorpool_diffusers_video._folder import IMAGE_PLUGIN_HINT, PipelineFolder
+from motorpool_diffusers_video._folder import IMAGE_PLUGIN_HINT, family_of
 from motorpool_diffusers_video._mp4 import MEDIA_TYPE, Encoding, encode_mp4
 from motorpool_diffusers_video._options import DiffusersVideoOptions
 
@@ -86,7 +87,7 @@ def load(folder: PipelineFolder, options: DiffusersVideoOptions, label: str) -> 
         image_to_video=pipeline if image_only else twin,
         options=options,
         label=label,
-        family=folder.family,
+        family=family_of(folder),
         device=device,
         dtype=str(dtype).removeprefix("torch."),
         offload=offload,

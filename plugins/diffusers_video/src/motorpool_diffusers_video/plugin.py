@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from motorpool import hookimpl, torchtools
+from motorpool.diffusers_folder import PipelineFolder, match_score
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled, InvalidModel, UnsupportedCapability
+from motorpool.errors import Cancelled, UnsupportedCapability
 from motorpool.types import (
     Capability,
     GenerationRequest,
@@ -24,7 +25,7 @@ from motorpool.types import (
 )
 
 from motorpool_diffusers_video import _probe
-from motorpool_diffusers_video._folder import MODEL_INDEX, PipelineFolder, read_folder, video_folder
+from motorpool_diffusers_video._folder import video_folder
 from motorpool_diffusers_video._options import DiffusersVideoOptions
 
 if TYPE_CHECKING:
@@ -44,16 +45,7 @@ def motorpool_probe(deep: bool) -> ProbeReport:
 
 @hookimpl
 def motorpool_match(spec: ModelSpec, path: Path | None) -> int | None:
-    if path is None:
-        name = spec.source.lower()
-        return 50 if any(word in name for word in _HUB_NAMES) else None
-    if not (path / MODEL_INDEX).is_file():
-        return None
-    try:
-        folder = read_folder(path)
-    except InvalidModel:
-        return None
-    return 80 if folder.is_video else None
+    return match_score(spec.source, path, hub_words=_HUB_NAMES, video=True)
 
 
 @hookimpl
