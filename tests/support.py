@@ -1,9 +1,11 @@
-"""Helpers shared by the test modules: the CLI runner and request builders."""
+"""Helpers shared by the test modules (the core's and the plugins'): the CLI runner, request
+builders, hosts over one plugin, fresh-interpreter probes and README checks."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from motorpool import Settings, torchtools
 from motorpool.types import ChatRequest, ModelSpec
 
 MOTORPOOL = Path(sys.executable).with_name("motorpool")
@@ -117,3 +120,88 @@ def site_without(tmp_path: Path, *hidden: str) -> Path:
         if entry.name.split("-")[0].lower() not in hidden:
             (farm / entry.name).symlink_to(entry)
     return farm
+
+
+def plugin_settings(plugin: str, home: Path, **overrides: object) -> Settings:
+    """A host over a private home that discovers only ``plugin`` and never unloads idle models."""
+    fields: dict[str, object] = {
+        "plugins": plugin,
+        "home": home,
+        "models_file": home / "models.toml",
+        "model_dirs": (),
+        "keep_alive_s": -1,
+        **overrides,
+    }
+    return Settings.model_validate(fields)
+
+
+_PROBE_CHILD = """
+import importlib, json, site, sys, tempfile, time
+from pathlib import Path
+if SITE is not None:
+    site.addsitedir(SITE)
+started = time.perf_counter()
+import motorpool.engine, motorpool.types  # what every plugin imports: the floor
+core = time.perf_counter() - started
+started = time.perf_counter()
+plugin = importlib.import_module(PACKAGE + ".plugin")
+report = plugin.motorpool_probe(deep=False)
+seconds = time.perf_counter() - started
+heavy = [name for name in HEAVY if name in sys.modules]
+from motorpool import Host, Settings
+home = Path(tempfile.mkdtemp())
+with Host(Settings(plugins=PLUGIN, home=home, keep_alive_s=-1)) as host:
+    (record,) = [record for record in host.plugins if record.name == PLUGIN]
+    tiny = host.tiny_model(PLUGIN, home)
+print(json.dumps({
+    "report": report.model_dump(mode="json"), "seconds": seconds, "core": core, "heavy": heavy,
+    "state": record.state.value, "tiny": tiny is not None,
+}))
+"""
+
+
+def probe_in_fresh_python(
+    package: str, plugin: str, site: Path | None, heavy: tuple[str, ...]
+) -> dict[str, object]:
+    """Import ``package.plugin`` and run its quick probe in a fresh interpreter.
+
+    Then a host over ``plugin`` alone asks it for its tiny model. The result: ``report``
+    (the probe's, as JSON), ``seconds`` (the plugin's import and probe, beyond ``core``:
+    the import of what every plugin imports), ``heavy`` (the modules of ``heavy`` that
+    the import and probe brought in), ``state`` (the plugin's, in the host) and ``tiny``
+    (whether it built a tiny model). ``site`` is as for :func:`run_fresh_python`.
+    """
+    names = f"PACKAGE = {package!r}\nPLUGIN = {plugin!r}\n"
+    return run_fresh_python(names + _PROBE_CHILD, site, heavy)
+
+
+_OPTION_ROW = re.compile(r"^\| `([a-z_0-9]+)` \| ([^|]+) \|", flags=re.MULTILINE)
+TORCH_INSTALL_COMMANDS = (
+    torchtools.TORCH_CUDA,
+    torchtools.TORCH_CPU,
+    torchtools.TORCH_ROCM,
+    torchtools.TORCH_WINDOWS_CUDA,
+)
+"""The torch install commands a torch plugin's README names."""
+
+
+def options_table(readme: str) -> dict[str, str]:
+    """A plugin README's options table: each option's name to its default column."""
+    return dict(_OPTION_ROW.findall(readme))
+
+
+def assert_default_written(default: object, written: str) -> None:
+    """Fail unless ``written`` (a default column) gives ``default`` as the READMEs write it.
+
+    ``None`` in words (none, the pipeline's own...), integers bare, anything else
+    (booleans in lower case) in backticks.
+    """
+    written = written.strip()
+    if default is None:
+        assert not written.startswith("`"), written
+    elif isinstance(default, bool):
+        assert written == f"`{str(default).lower()}`"
+    elif isinstance(default, int):
+        assert written == str(default)
+    else:
+        assert written == f"`{default}`"

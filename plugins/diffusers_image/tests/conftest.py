@@ -17,26 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from motorpool import Host, Settings
+from motorpool import Host
 from motorpool.types import ModelSpec
 from motorpool_diffusers_image.tiny import build_flux, build_stable_diffusion
+
+from tests.support import plugin_settings
 
 PLUGIN = "diffusers-image"
 
 torch.set_num_threads(1)
-
-
-def settings(home: Path, **overrides: object) -> Settings:
-    """A host over a private home that discovers only this plugin and never unloads idle models."""
-    fields: dict[str, object] = {
-        "plugins": PLUGIN,
-        "home": home,
-        "models_file": home / "models.toml",
-        "model_dirs": (),
-        "keep_alive_s": -1,
-        **overrides,
-    }
-    return Settings.model_validate(fields)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +74,7 @@ def wan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A real host with only this plugin, shared by a module's tests."""
-    with Host(settings(tmp_path_factory.mktemp("home"))) as running:
+    with Host(plugin_settings(PLUGIN, tmp_path_factory.mktemp("home"))) as running:
         yield running
 
 

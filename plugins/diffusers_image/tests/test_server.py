@@ -14,8 +14,9 @@ from motorpool.server import create_app
 from PIL import Image
 
 from tests.server.live import LiveServer, start_live
+from tests.support import plugin_settings
 
-from .conftest import settings
+from .conftest import PLUGIN
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def live(sd_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         f'[models.tiny-sd]\nplugin = "diffusers-image"\nsource = "{sd_folder}"\n',
         encoding="utf-8",
     )
-    server, thread = start_live(create_app(settings(home)))
+    server, thread = start_live(create_app(plugin_settings(PLUGIN, home)))
     yield server
     server.server.should_exit = True
     thread.join(15)

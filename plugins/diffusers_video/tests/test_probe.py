@@ -12,31 +12,19 @@ from pathlib import Path
 
 from motorpool import torchtools
 from motorpool.engine import ResolvedSource
-from motorpool.types import ModelOrigin, ModelSpec
+from motorpool.types import ModelOrigin, ModelSpec, PluginState
 from motorpool_diffusers_video import _probe, plugin
 
-from tests.support import run_fresh_python, site_without
+from tests.support import probe_in_fresh_python, site_without
 
 from .conftest import PLUGIN, image_pipeline_folder
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "imageio", "imageio_ffmpeg", "PIL")
 
-_CHILD = """
-import json, site, sys, time
-if SITE is not None:
-    site.addsitedir(SITE)
-started = time.perf_counter()
-from motorpool_diffusers_video import plugin
-report = plugin.motorpool_probe(deep=False)
-seconds = time.perf_counter() - started
-heavy = [name for name in HEAVY if name in sys.modules]
-print(json.dumps({"report": report.model_dump(mode="json"), "seconds": seconds, "heavy": heavy}))
-"""
-
 
 def run_child(site: Path | None) -> dict[str, object]:
     """Import the plugin and probe in a fresh interpreter; ``site`` replaces site-packages."""
-    return run_fresh_python(_CHILD, site, HEAVY)
+    return probe_in_fresh_python("motorpool_diffusers_video", PLUGIN, site, HEAVY)
 
 
 def test_import_and_quick_probe_never_import_the_engine() -> None:
@@ -48,6 +36,7 @@ def test_import_and_quick_probe_never_import_the_engine() -> None:
     assert isinstance(report, dict)
     assert report["ready"] is True
     assert set(report["capabilities"]) == {"video", "image_to_video"}
+    assert child["tiny"] is True  # building the tiny model imports torch, inside the hook
 
 
 def test_missing_packages_name_their_install_commands(tmp_path: Path) -> None:
@@ -60,6 +49,9 @@ def test_missing_packages_name_their_install_commands(tmp_path: Path) -> None:
         "torch": torchtools.torch_install_command(),
         "imageio-ffmpeg": _probe.LIBRARIES_INSTALL,
     }
+    assert child["state"] == PluginState.LOADED.value  # the plugin itself imports fine
+    assert child["tiny"] is False  # and builds no tiny model it could not run
+    assert child["heavy"] == []
 
 
 def test_deep_probe_lists_torchs_devices() -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from motorpool import torchtools
 from motorpool_diffusers_video import _probe
 from motorpool_diffusers_video._options import DiffusersVideoOptions
 
+from tests.support import TORCH_INSTALL_COMMANDS, assert_default_written, options_table
+
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-ROWS = dict(re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \|", README, flags=re.MULTILINE))
+ROWS = options_table(README)
 
 
 def test_every_option_is_in_the_table_and_nothing_else() -> None:
@@ -20,24 +20,10 @@ def test_every_option_is_in_the_table_and_nothing_else() -> None:
 
 @pytest.mark.parametrize("name", sorted(DiffusersVideoOptions.model_fields))
 def test_each_default_is_the_real_one(name: str) -> None:
-    default = DiffusersVideoOptions.model_fields[name].default
-    written = ROWS[name].strip()
-    if default is None:
-        assert not written.startswith("`")  # described in words ("the family's")
-    elif isinstance(default, bool):
-        assert written == f"`{str(default).lower()}`"
-    elif isinstance(default, int):
-        assert written == str(default)
-    else:
-        assert written == f"`{default}`"
+    # a default of None is described in words ("the family's")
+    assert_default_written(DiffusersVideoOptions.model_fields[name].default, ROWS[name])
 
 
 def test_the_install_commands_are_the_real_ones() -> None:
-    for command in (
-        torchtools.TORCH_CUDA,
-        torchtools.TORCH_CPU,
-        torchtools.TORCH_ROCM,
-        torchtools.TORCH_WINDOWS_CUDA,
-        _probe.LIBRARIES_INSTALL,
-    ):
+    for command in (*TORCH_INSTALL_COMMANDS, _probe.LIBRARIES_INSTALL):
         assert f"`{command}`" in README

@@ -11,8 +11,9 @@ import pytest
 from motorpool.server import create_app
 
 from tests.server.live import LiveServer, start_live
+from tests.support import plugin_settings
 
-from .conftest import decode_mp4, settings
+from .conftest import PLUGIN, decode_mp4
 
 FINISHED = {"completed", "failed", "cancelled"}
 
@@ -28,7 +29,7 @@ def live(
         f'[models.tiny-ltx]\nplugin = "diffusers-video"\nsource = "{ltx_folder}"\n',
         encoding="utf-8",
     )
-    server, thread = start_live(create_app(settings(home)))
+    server, thread = start_live(create_app(plugin_settings(PLUGIN, home)))
     yield server
     server.server.should_exit = True
     thread.join(15)

@@ -13,17 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from motorpool import Host, Settings
+from motorpool import Host
 from motorpool.types import ModelSpec
 from motorpool_mlx.tiny import build_model
 from tokenizers import Tokenizer
 
-
-def settings(home: Path) -> Settings:
-    """A host over a private home that discovers only this plugin and never unloads idle models."""
-    return Settings(
-        plugins="mlx", home=home, models_file=home / "models.toml", model_dirs=(), keep_alive_s=-1
-    )
+from tests.support import plugin_settings
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +43,7 @@ def copy_of_tiny(tiny_folder: Path, tmp_path: Path) -> Path:
 def mlx_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A real host with only the MLX plugin, shared by a module's tests."""
     home = tmp_path_factory.mktemp("home")
-    with Host(settings(home)) as host:
+    with Host(plugin_settings("mlx", home)) as host:
         yield host
 
 

@@ -18,35 +18,14 @@ from motorpool import Host
 from motorpool.types import Accelerator, PluginState
 from motorpool_mlx import _probe
 
-from tests.support import run_fresh_python, site_without
+from tests.support import probe_in_fresh_python, site_without
 
 HEAVY = ("mlx", "mlx.core", "mlx_lm", "transformers", "tokenizers", "torch")
-
-_CHILD = """
-import json, site, sys, tempfile, time
-from pathlib import Path
-if SITE is not None:
-    site.addsitedir(SITE)
-started = time.perf_counter()
-from motorpool_mlx import plugin
-report = plugin.motorpool_probe(deep=False)
-seconds = time.perf_counter() - started
-heavy = [name for name in HEAVY if name in sys.modules]
-from motorpool import Host, Settings
-home = Path(tempfile.mkdtemp())
-with Host(Settings(plugins="mlx", home=home, keep_alive_s=-1)) as host:
-    (record,) = [record for record in host.plugins if record.name == "mlx"]
-    tiny = host.tiny_model("mlx", home)
-print(json.dumps({
-    "report": report.model_dump(mode="json"), "seconds": seconds, "heavy": heavy,
-    "state": record.state.value, "tiny": tiny is not None,
-}))
-"""
 
 
 def run_child(site: Path | None) -> dict[str, object]:
     """Import the plugin and probe in a fresh interpreter; ``site`` replaces site-packages."""
-    return run_fresh_python(_CHILD, site, HEAVY)
+    return probe_in_fresh_python("motorpool_mlx", "mlx", site, HEAVY)
 
 
 def test_import_and_quick_probe_never_import_the_engine() -> None:
