@@ -33,8 +33,17 @@ if TYPE_CHECKING:
 
 HandleT_co = TypeVar("HandleT_co", covariant=True)
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
+ClosableT = TypeVar("ClosableT", bound="Closable")
 
 ProgressSink = Callable[[ProgressEvent], None]
+
+
+class Closable(Protocol):
+    """A loaded engine that frees what it holds when closed."""
+
+    def close(self) -> None:
+        """Free the engine's memory and handles."""
+        ...
 
 
 def _ignore_progress(_event: ProgressEvent) -> None:
@@ -83,6 +92,22 @@ class Context:
     def progress(self, stage: str, step: int, total: int | None = None) -> None:
         """Report a step of a long stage (``download``, ``load``, ``denoise``, ``encode``)."""
         self._on_progress(ProgressEvent(stage=stage, step=step, total=total))
+
+    def load_uninterruptible(self, name: str, load: Callable[[], ClosableT]) -> ClosableT:
+        """Run ``load`` (a load of ``name`` that cannot be interrupted) as one ``load`` step.
+
+        Raises :class:`~motorpool.errors.Cancelled` before ``load`` runs if the operation
+        was cancelled, and after it, closing what it returned, if it was cancelled
+        meanwhile; reports ``load`` progress 0 of 1 before and 1 of 1 after.
+        """
+        self.raise_if_cancelled()
+        self.progress("load", 0, 1)
+        model = load()
+        if self.cancelled:  # the load itself could not stop; drop its result
+            model.close()
+            raise Cancelled(f"loading {name} was cancelled")
+        self.progress("load", 1, 1)
+        return model
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from motorpool import hookimpl, torchtools
 from motorpool.diffusers_folder import PipelineFolder, match_score
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled, UnsupportedCapability
+from motorpool.errors import UnsupportedCapability
 from motorpool.types import (
     Capability,
     GenerationRequest,
@@ -72,15 +72,13 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[Diff
     folder = image_folder(source.path)
     if options.variant is not None:
         folder.check_variant(options.variant)
-    context.raise_if_cancelled()
-    context.progress("load", 0, 1)
-    from motorpool_diffusers_image import _engine  # noqa: PLC0415 - imports torch and diffusers
 
-    model = _engine.load(folder, options, label=source.repo_id or folder.path.name)
-    if context.cancelled:  # from_pretrained cannot be interrupted; drop its result
-        model.close()
-        raise Cancelled(f"loading {folder.path.name} was cancelled")
-    context.progress("load", 1, 1)
+    def load() -> DiffusersModel:
+        from motorpool_diffusers_image import _engine  # noqa: PLC0415 - imports torch, diffusers
+
+        return _engine.load(folder, options, label=source.repo_id or folder.path.name)
+
+    model = context.load_uninterruptible(folder.path.name, load)  # from_pretrained cannot stop
     capabilities = {Capability.IMAGE}
     if model.image_to_image:
         capabilities.add(Capability.IMAGE_TO_IMAGE)

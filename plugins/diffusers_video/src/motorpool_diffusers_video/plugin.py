@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from motorpool import hookimpl, torchtools
 from motorpool.diffusers_folder import PipelineFolder, match_score
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled, UnsupportedCapability
+from motorpool.errors import UnsupportedCapability
 from motorpool.types import (
     Capability,
     GenerationRequest,
@@ -73,15 +73,13 @@ def motorpool_estimate_memory(source: ResolvedSource) -> int | None:
 def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[VideoModel]:
     options = source.options(DiffusersVideoOptions)
     folder = video_folder(source.path)
-    context.raise_if_cancelled()
-    context.progress("load", 0, 1)
-    from motorpool_diffusers_video import _engine  # noqa: PLC0415 - imports torch and diffusers
 
-    model = _engine.load(folder, options, label=source.repo_id or folder.path.name)
-    if context.cancelled:  # from_pretrained cannot be interrupted; drop its result
-        model.close()
-        raise Cancelled(f"loading {folder.path.name} was cancelled")
-    context.progress("load", 1, 1)
+    def load() -> VideoModel:
+        from motorpool_diffusers_video import _engine  # noqa: PLC0415 - imports torch, diffusers
+
+        return _engine.load(folder, options, label=source.repo_id or folder.path.name)
+
+    model = context.load_uninterruptible(folder.path.name, load)  # from_pretrained cannot stop
     capabilities: set[Capability] = set()
     if model.text_to_video:
         capabilities.add(Capability.VIDEO)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from motorpool import hookimpl
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled, InvalidModel, InvalidOptions, UnsupportedCapability
+from motorpool.errors import InvalidModel, InvalidOptions, UnsupportedCapability
 from motorpool.textgen import stream_text
 from motorpool.types import (
     ChatRequest,
@@ -86,15 +86,13 @@ def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[MlxM
     options = source.options(MlxOptions)
     folder = read_folder(source.path)
     check_options(folder, options)
-    context.raise_if_cancelled()
-    context.progress("load", 0, 1)
-    from motorpool_mlx import _engine  # noqa: PLC0415 - imports mlx, mlx-lm and transformers
 
-    model = _engine.load(folder, options)
-    if context.cancelled:  # the load itself cannot be interrupted; drop its result
-        model.close()
-        raise Cancelled(f"loading {folder.path.name} was cancelled")
-    context.progress("load", 1, 1)
+    def load() -> MlxModel:
+        from motorpool_mlx import _engine  # noqa: PLC0415 - imports mlx, mlx-lm and transformers
+
+        return _engine.load(folder, options)
+
+    model = context.load_uninterruptible(folder.path.name, load)
     quantization = folder.quantization
     bits = options.quantize_bits or (quantization.get("bits") if quantization else None)
     return LoadedModel(
