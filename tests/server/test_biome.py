@@ -191,8 +191,6 @@ def biome(base: str, model: str = "world", **connect_args: Any) -> Iterator[Clie
         yield ws
 
 
-
-
 def with_alias(home: Path, name: str, options: str) -> None:
     """Add a test-engine alias to the models file (before the server starts)."""
     model = home / "tiny.mptest.json"

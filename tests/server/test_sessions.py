@@ -121,8 +121,6 @@ def batch_where(
     pytest.fail(f"no batch matched within {within} batches")
 
 
-
-
 def rejected(url: str, *messages: str | bytes, **connect_args: Any) -> tuple[int | None, list]:
     """Connect, send ``messages`` and return how the server closed the socket."""
     with connect(url, open_timeout=TIMEOUT_S, **connect_args) as ws:

@@ -22,20 +22,14 @@ from motorpool_world_engine.plugin import PLUGIN, tiny_seed
 from motorpool_world_engine.tiny import TinyWorldConfig, build
 from pydantic import JsonValue
 
+from tests.support import plugin_settings
+
 torch.set_num_threads(1)
 
 
 def settings(home: Path, **overrides: object) -> Settings:
     """A host over a private home that discovers only this plugin and never unloads idle models."""
-    fields: dict[str, object] = {
-        "plugins": PLUGIN,
-        "home": home,
-        "models_file": home / "models.toml",
-        "model_dirs": (),
-        "keep_alive_s": -1,
-        **overrides,
-    }
-    return Settings.model_validate(fields)
+    return plugin_settings(PLUGIN, home, **overrides)
 
 
 def spec(folder: Path, **options: JsonValue) -> ModelSpec:

@@ -14,29 +14,17 @@ from motorpool.engine import ResolvedSource
 from motorpool.types import Capability, ModelOrigin, ModelSpec, ProbeReport
 from motorpool_world_engine import _probe, plugin
 
-from tests.support import run_fresh_python, site_without
+from tests.support import probe_in_fresh_python, site_without
 
 from .conftest import spec
 from .test_bad_input import WORLD_ENGINE_CONFIG
 
 HEAVY = ("torch", "world_engine", "numpy", "PIL", "safetensors", "imageio_ffmpeg")
 
-_CHILD = """
-import json, site, sys, time
-if SITE is not None:
-    site.addsitedir(SITE)
-started = time.perf_counter()
-from motorpool_world_engine import plugin
-report = plugin.motorpool_probe(deep=False)
-seconds = time.perf_counter() - started
-heavy = [name for name in HEAVY if name in sys.modules]
-print(json.dumps({"report": report.model_dump(mode="json"), "seconds": seconds, "heavy": heavy}))
-"""
-
 
 def run_child(site: Path | None) -> dict[str, object]:
     """Import the plugin and probe in a fresh interpreter; ``site`` replaces site-packages."""
-    return run_fresh_python(_CHILD, site, HEAVY)
+    return probe_in_fresh_python("motorpool_world_engine", plugin.PLUGIN, site, HEAVY)
 
 
 def report_of(child: dict[str, object]) -> ProbeReport:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from motorpool_world_engine import _probe
 from motorpool_world_engine._options import WorldEngineOptions
 
+from tests.support import options_table
+
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-ROWS = dict(re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \|", README, flags=re.MULTILINE))
+ROWS = options_table(README)
 
 
 def test_every_option_is_in_the_table_and_nothing_else() -> None:

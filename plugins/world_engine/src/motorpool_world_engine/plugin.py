@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from motorpool import hookimpl
 from motorpool.engine import Context, LoadedModel, ResolvedSource, TinyModel
-from motorpool.errors import Cancelled
 from motorpool.types import Capability, ModelSpec, ProbeReport, SeedFrame, SessionConfig
 
 from motorpool_world_engine import _probe
@@ -62,15 +61,9 @@ def motorpool_estimate_memory(source: ResolvedSource) -> int | None:
 def motorpool_load(source: ResolvedSource, context: Context) -> LoadedModel[WorldModel]:
     options = source.options(WorldEngineOptions)
     folder = world_folder(source.path)
-    context.raise_if_cancelled()
-    context.progress("load", 0, 1)
     from motorpool_world_engine import _engine  # noqa: PLC0415 - imports torch (and world_engine)
 
-    model = _engine.load(folder, options)
-    if context.cancelled:
-        model.close()
-        raise Cancelled(f"loading {folder.path.name} was cancelled")
-    context.progress("load", 1, 1)
+    model = context.load_uninterruptible(folder.path.name, lambda: _engine.load(folder, options))
     return LoadedModel(
         handle=model,
         capabilities=frozenset({Capability.WORLD}),
