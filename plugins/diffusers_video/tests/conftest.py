@@ -22,7 +22,7 @@ import pytest
 import torch
 from motorpool import Host
 from motorpool.types import ModelSpec
-from motorpool_diffusers_video.tiny import build_cogvideox, build_ltx, build_wan
+from motorpool_diffusers_video.tiny import build_cogvideox, build_ltx, build_wan, build_wan_i2v
 from numpy.typing import NDArray
 
 from tests.support import plugin_settings
@@ -78,6 +78,12 @@ def wan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wan_i2v_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Wan 2.1 image-to-video pipeline (CLIP vision encoder, 36-channel transformer)."""
+    return build_wan_i2v(tmp_path_factory.mktemp("wan-i2v") / "tiny-wan-i2v")
+
+
+@pytest.fixture(scope="session")
 def ltx_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LTX-Video pipeline (4k+1 frames, sides multiples of 4; image-to-video too)."""
     return build_ltx(tmp_path_factory.mktemp("ltx") / "tiny-ltx")
@@ -100,6 +106,12 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
 def wan(host: Host, wan_folder: Path) -> str:
     """The tiny Wan pipeline, loaded once per module."""
     return host.load(ModelSpec(name="wan", plugin=PLUGIN, source=str(wan_folder))).id
+
+
+@pytest.fixture(scope="module")
+def wan_i2v(host: Host, wan_i2v_folder: Path) -> str:
+    """The tiny Wan image-to-video pipeline, loaded once per module."""
+    return host.load(ModelSpec(name="wan-i2v", plugin=PLUGIN, source=str(wan_i2v_folder))).id
 
 
 @pytest.fixture(scope="module")

@@ -224,6 +224,29 @@ def test_image_to_video_starts_from_the_frame(host: Host, ltx: str) -> None:
     assert other.seed == result.seed
 
 
+def test_wan_image_to_video_starts_from_the_frame(host: Host, wan_i2v: str) -> None:
+    """A Wan 2.1 I2V checkpoint does image-to-video only, from the frame it is given."""
+    (model,) = [m for m in host.models() if m.id == wan_i2v]
+    assert model.capabilities == {Capability.IMAGE_TO_VIDEO}
+
+    def first_frame(colour: tuple[int, int, int]) -> VideoResult:
+        buffer = io.BytesIO()
+        Image.new("RGB", (48, 32), colour).save(buffer, format="PNG")
+        request = VideoRequest(
+            prompt="a red square", init_image=buffer.getvalue(), frames=5, width=48,
+            height=32, steps=2, seed=2, return_frames=True,
+        )  # fmt: skip
+        return clip(host, wan_i2v, request)
+
+    red, blue = first_frame((255, 0, 0)), first_frame((0, 0, 255))
+    assert (red.frames, red.width, red.height) == (5, 48, 32)
+    assert len(red.frame_images) == 5
+    assert red.frame_images[0] != blue.frame_images[0]  # the clip starts from the frame
+    assert first_frame((255, 0, 0)).video == red.video  # and is deterministic by seed
+    with pytest.raises(UnsupportedCapability):
+        host.generate(wan_i2v, VideoRequest(prompt="a cat", frames=5, steps=1))
+
+
 def test_wan_text_to_video_has_no_image_to_video(host: Host, wan: str) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32)).save(buffer, format="PNG")

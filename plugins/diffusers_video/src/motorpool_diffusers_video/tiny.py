@@ -21,6 +21,7 @@ from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 from diffusers.pipelines.wan.pipeline_wan import WanPipeline
+from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 from diffusers.schedulers.scheduling_ddim_cogvideox import CogVideoXDDIMScheduler
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
@@ -34,7 +35,15 @@ from motorpool.tiny import (
     t5_tokenizer,
 )
 from motorpool.torchtools import FloatDtypeName
-from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
 
 Dtype = FloatDtypeName
 
@@ -97,29 +106,8 @@ def build_wan(
     tokenizer = t5_tokenizer()
     with module_defaults(device, dtype, seed):
         text_encoder = UMT5EncoderModel(t5_config(UMT5Config, config.text, len(tokenizer)))
-        vae = construct(
-            AutoencoderKLWan,
-            base_dim=config.vae_base_dim,
-            z_dim=16,
-            dim_mult=list(config.vae_dim_mult),
-            num_res_blocks=config.vae_res_blocks,
-            temperal_downsample=[False, True, True],
-        )
-        transformer = construct(
-            WanTransformer3DModel,
-            patch_size=(1, 2, 2),
-            num_attention_heads=config.num_attention_heads,
-            attention_head_dim=config.attention_head_dim,
-            in_channels=16,
-            out_channels=16,
-            text_dim=config.text.d_model,
-            freq_dim=256,
-            ffn_dim=config.ffn_dim,
-            num_layers=config.num_layers,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=config.rope_max_seq_len,
-        )
+        vae = _wan_vae(config)
+        transformer = _wan_transformer(config)
     pipeline = construct(
         WanPipeline,
         tokenizer=tokenizer,
@@ -129,6 +117,85 @@ def build_wan(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
     )
     return save_pretrained(pipeline, directory)
+
+
+def build_wan_i2v(
+    directory: Path,
+    config: WanConfig = TINY_WAN,
+    *,
+    device: str = "cpu",
+    dtype: Dtype = "float32",
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight ``WanImageToVideoPipeline`` (Wan 2.1 I2V's layout) to ``directory``.
+
+    Its transformer takes 36 channels (the noise, the first frame's latents and their
+    mask) and the first frame's CLIP vision features through added key/value projections.
+    """
+    tokenizer = t5_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=32,
+    )
+    with module_defaults(device, dtype, seed):
+        text_encoder = UMT5EncoderModel(t5_config(UMT5Config, config.text, len(tokenizer)))
+        vae = _wan_vae(config)
+        transformer = _wan_transformer(
+            config,
+            in_channels=36,
+            image_dim=vision.hidden_size,
+            added_kv_proj_dim=config.num_attention_heads * config.attention_head_dim,
+        )
+        image_encoder = CLIPVisionModel(vision)
+    pipeline = construct(
+        WanImageToVideoPipeline,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        image_encoder=image_encoder,
+        image_processor=construct(
+            CLIPImageProcessor,
+            size={"shortest_edge": vision.image_size},
+            crop_size={"height": vision.image_size, "width": vision.image_size},
+        ),
+    )
+    return save_pretrained(pipeline, directory)
+
+
+def _wan_vae(config: WanConfig) -> AutoencoderKLWan:
+    return construct(
+        AutoencoderKLWan,
+        base_dim=config.vae_base_dim,
+        z_dim=16,
+        dim_mult=list(config.vae_dim_mult),
+        num_res_blocks=config.vae_res_blocks,
+        temperal_downsample=[False, True, True],
+    )
+
+
+def _wan_transformer(config: WanConfig, **extra: object) -> WanTransformer3DModel:
+    settings: dict[str, object] = {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": config.num_attention_heads,
+        "attention_head_dim": config.attention_head_dim,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": config.text.d_model,
+        "freq_dim": 256,
+        "ffn_dim": config.ffn_dim,
+        "num_layers": config.num_layers,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": config.rope_max_seq_len,
+    }
+    return construct(WanTransformer3DModel, **(settings | extra))
 
 
 def build_ltx(
