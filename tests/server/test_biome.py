@@ -234,6 +234,7 @@ def test_init_reports_stages_answers_and_streams_little_endian_batches(live: Liv
         response, before = response_to(ws, "init-7")
         assert [m["stage"] for m in before] == [
             "session.loading_model.load",
+            "session.loading_model.instantiate",  # the model's 'load' progress
             "session.warmup.compile",  # the test engine's 'warmup' progress
             "session.ready",
         ]

@@ -559,6 +559,18 @@ def test_a_long_poll_times_out_with_the_job_as_it_is_and_wakes_on_cancel(
         assert woken.json()["status"] == "cancelled"
 
 
+def test_deleting_a_job_answers_its_long_polls(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        body = {"model": "slow", "prompt": "long", "frames": 5, "steps": 500}
+        job_id = http.post("/v1/videos", json=body).json()["id"]
+        waiting = Background(lambda: http.get(f"/v1/videos/{job_id}", params={"wait": 60}))
+        wait_until(lambda: http.get(f"/v1/videos/{job_id}").json()["status"] == "in_progress")
+        assert http.delete(f"/v1/videos/{job_id}").status_code == 200
+        woken = waiting.join(timeout_s=10)  # at once, not when its 60 s run out
+        assert isinstance(woken, httpx.Response)
+        assert woken.json()["status"] == "cancelled"  # deleting cancels the job first
+
+
 def test_a_long_poll_checks_its_wait_and_the_job(live: LiveServer) -> None:
     with httpx.Client(base_url=live.url) as http:
         too_long = http.get("/v1/videos/video_nope", params={"wait": 600})

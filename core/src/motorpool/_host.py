@@ -209,7 +209,8 @@ class Host:
     ) -> Session:
         """Open an interactive session on a world model (use it as a context manager).
 
-        ``on_progress`` hears the stages before the first frame (the engine's warm-up).
+        ``on_progress`` hears the stages before the first frame: the model's download and
+        load when this session loads it, then the engine's warm-up.
         """
         spec, plugin = self._owner(model)
         model_id = model_id_of(spec, plugin)
@@ -221,7 +222,7 @@ class Host:
                 log=log.bind(model=model_id, plugin=plugin.name, session_id=session_id),
             )
         )
-        entry = self._admit(spec, plugin, context)
+        entry = self._admit(spec, plugin, context, on_progress)  # download and load stages
         try:
             ready = _ready(entry, Capability.WORLD)
             ticket = ready.slots.acquire(entry.id, context.cancel_event)
@@ -289,10 +290,21 @@ class Host:
             raise InvalidRequest(f"request id {context.id!r} is already running")
         return context
 
-    def _admit(self, spec: ModelSpec, plugin: Plugin, context: Context) -> ModelEntry:
-        """The ready model with one more user; loads it first when needed."""
+    def _admit(
+        self,
+        spec: ModelSpec,
+        plugin: Plugin,
+        context: Context,
+        on_progress: ProgressCallback | None = None,
+    ) -> ModelEntry:
+        """The ready model with one more user; loads it first when needed.
+
+        ``on_progress`` hears the stages of that load.
+        """
         try:
-            entry = self._models.ensure_ready(spec, plugin, admit=True, cancel=context.cancel_event)
+            entry = self._models.ensure_ready(
+                spec, plugin, on_progress, admit=True, cancel=context.cancel_event
+            )
         except BaseException:
             self._runs.pop(context.id, None)
             raise

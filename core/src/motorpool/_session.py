@@ -112,7 +112,10 @@ class Session:
         self._running.clear()
 
     def resume(self) -> None:
-        """Continue after :meth:`pause`."""
+        """Continue after :meth:`pause` (mouse motion sent while paused is dropped)."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending = self._pending.model_copy(update={"mouse_dx": 0.0, "mouse_dy": 0.0})
         self._running.set()
 
     @property
@@ -184,16 +187,15 @@ class Session:
         while not self._closed and not self._context.cancelled:
             if not self._running.wait(timeout=0.1):
                 continue
+            if (fps := self.fps) is not None:  # wait before the step: the newest control
+                time.sleep(max(0.0, next_due - time.monotonic()))
+                next_due = max(next_due, time.monotonic()) + self.info.frames_per_step / fps
             try:
                 generated = self._generate()
             except Cancelled:
                 if self._closed or self._context.cancelled:  # ended between two steps
                     return
                 raise
-            if (fps := self.fps) is not None:
-                next_due += self.info.frames_per_step / fps
-                time.sleep(max(0.0, next_due - time.monotonic()))
-                next_due = max(next_due, time.monotonic())
             yield generated
 
     def _generate(self) -> _Generated:
@@ -247,7 +249,7 @@ class Session:
         if generated.reset is not None:
             marks["reset"] = generated.reset
         if batch.client_ts is None and generated.client_ts is not None:
-            marks["client_ts"] = generated.client_ts  # a dropped batch's control
+            marks["client_ts"] = generated.client_ts  # its control's, or a dropped one's
         return batch.model_copy(update=marks) if marks else batch
 
     def _drop(self) -> None:

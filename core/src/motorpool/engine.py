@@ -190,7 +190,8 @@ class PendingBatch:
     """A batch generated but not yet encoded.
 
     The host calls ``encode`` off the thread that steps the engine, so the next step
-    overlaps this batch's JPEG encoding.
+    overlaps this batch's JPEG encoding. It runs beside later steps and may run after the
+    session's ``close``: it must own what it reads (no buffer the engine reuses).
     """
 
     encode: Callable[[], FrameBatch]

@@ -213,3 +213,12 @@ def test_a_config_that_is_not_a_session_config_is_refused() -> None:
     for fields in ({"jpeg_quality": 0}, {"fps_cap": 0}, {"record_path": ""}, {"speed": 2}):
         with pytest.raises(ValidationError):
             SessionConfig.model_validate(fields)
+
+
+def test_a_load_that_fails_leaves_no_device_thread(host: Host, world: Path) -> None:
+    """Weights that do not fit the config fail the load; its device thread ends with it."""
+    before = {t.ident for t in threading.enumerate() if t.name.startswith("world-engine")}
+    with pytest.raises(MotorpoolError):
+        host.load(spec(world, config_overrides={"channels": 4}))
+    after = {t.ident for t in threading.enumerate() if t.name.startswith("world-engine")}
+    assert after <= before

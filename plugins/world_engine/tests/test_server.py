@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import itertools
 import json
 import time
 from collections.abc import Generator, Iterator
@@ -91,7 +90,7 @@ def next_batch(ws: ClientConnection) -> tuple[FrameBatchHeader, list[bytes], lis
 def test_a_session_streams_jpeg_batches_of_the_model(live: LiveServer, seed: SeedFrame) -> None:
     """Warm-up progress, then 'ready' with the model's info, then JPEG batches of its size."""
     with session(live, "world", seed) as (ws, ready, stages):
-        assert set(stages) <= {"warmup"}  # warmed up once per loaded model
+        assert set(stages) <= {"load", "warmup"}  # loaded and warmed up by the first session
         assert ready["info"] == {
             "width": 48, "height": 32, "frames_per_step": 1, "fps": 30.0,
             "max_frames": 63, "prompt_conditioning": False,
@@ -136,12 +135,9 @@ def test_the_context_running_out_resets_with_a_mark(live: LiveServer, seed: Seed
     with session(live, "short", seed) as (ws, ready, _):
         assert ready["info"]["max_frames"] == 3
         headers = [next_batch(ws)[0] for _ in range(7)]
-        marks = [header.reset for header in headers]
-        assert marks[0] is None
-        assert "auto" in marks, marks  # a dropped batch (slow client) passes its mark on
-        for before, after in itertools.pairwise(headers):
-            if after.reset == "auto":  # frame ids start again after a reset
-                assert after.frame_id < before.frame_id
+        # A dropped batch (a slow client) passes its mark on to the one that replaces it.
+        assert "auto" in [header.reset for header in headers]
+        assert all(header.frame_id < 3 for header in headers)  # ids start again each reset
 
 
 def test_bad_messages_are_reported_and_the_session_goes_on(

@@ -8,6 +8,7 @@ the decoded frames show. Timings are lower bounds only: the machine is shared.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import itertools
@@ -20,6 +21,7 @@ from typing import cast
 
 import imageio.v3 as iio
 import numpy as np
+import psutil
 import pytest
 from motorpool import Host, Session
 from motorpool.engine import PendingBatch
@@ -32,6 +34,7 @@ from motorpool.errors import (
     UnsupportedCapability,
 )
 from motorpool.types import ControlInput, FrameBatch, ModelSpec, SeedFrame, SessionConfig
+from motorpool_world_engine import _recorder
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -217,6 +220,32 @@ def test_pause_stops_the_frames_until_resume(host: Host, world: Path, seed: Seed
         wait_until(lambda: len(got) >= at_pause + 3)
     assert reader.join() is None  # frames() ended with the session, without an error
     assert [batch.frame_id for batch in got] == list(range(len(got)))
+
+
+def test_mouse_motion_sent_while_paused_is_dropped_on_resume(
+    host: Host, world: Path, seed: SeedFrame
+) -> None:
+    """Keys held while paused still count on resume; the mouse does not jump."""
+    with host.session(spec(world), seed=seed) as session:
+        session.pause()
+        session.control(ControlInput(buttons=keys(W), mouse_dx=8.0, mouse_dy=-4.0))
+        session.resume()
+        resumed = session.step()
+    assert (
+        resumed.frames == play(host, spec(world), seed, [[ControlInput(buttons=keys(W))]])[0].frames
+    )
+
+
+def test_a_paced_session_takes_the_control_given_while_it_waits(
+    host: Host, world: Path, seed: SeedFrame
+) -> None:
+    """Pacing waits before a step, not after: a control given in the wait is in the next batch."""
+    with host.session(spec(world), seed=seed, config=SessionConfig(fps_cap=5)) as session:
+        frames = session.frames()
+        next(frames)
+        time.sleep(0.05)  # well inside the 200 ms until the next batch is due
+        session.control(ControlInput(buttons=keys(W), client_ts=7.0))
+        assert next(frames).client_ts == 7.0
 
 
 def test_reset_returns_to_the_seed(host: Host, world: Path, seed: SeedFrame) -> None:
@@ -491,6 +520,30 @@ def test_a_recording_ffmpeg_could_not_finish_is_not_kept(
     assert list(folder.iterdir()) == []
 
 
+def test_closing_never_waits_on_a_stuck_ffmpeg(
+    host: Host, world: Path, seed: SeedFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ffmpeg that stops taking frames (a hung disk) is killed; the model is given back."""
+    monkeypatch.setattr(_recorder, "CLOSE_WAIT_S", 0.5)
+    monkeypatch.setattr(_recorder, "QUEUE_FRAMES", 4)
+    path = tmp_path / "recordings" / "stuck.mp4"
+    session = host.session(spec(world), seed=seed, config=SessionConfig(record_path=str(path)))
+    stopped = [p for p in psutil.Process().children() if "ffmpeg" in p.name()]
+    assert len(stopped) == 1
+    stopped[0].suspend()  # takes nothing more once its pipe is full
+    try:
+        for _ in range(200):  # more than the pipe and the queue hold
+            session.step()
+        started = time.monotonic()
+        session.close()
+        assert time.monotonic() - started < 5
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            stopped[0].kill()
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []
+    assert play(host, spec(world), seed, [NO_INPUT])  # the model is free again
+
+
 def test_a_session_without_frames_records_nothing(
     host: Host, world: Path, seed: SeedFrame, tmp_path: Path
 ) -> None:
@@ -612,4 +665,5 @@ def test_the_first_session_warms_the_model_up(host: Host, world: Path, seed: See
             spec(world), seed=seed, on_progress=lambda e: stages.append((e.stage, e.step, e.total))
         ) as session:
             session.step()
-    assert stages == [("warmup", 0, 1), ("warmup", 1, 1)]
+    # The first session loads the model too: it hears that load, then the warm-up.
+    assert stages == [("load", 0, 1), ("load", 1, 1), ("warmup", 0, 1), ("warmup", 1, 1)]

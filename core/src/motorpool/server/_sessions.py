@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from motorpool._session import Session
-from motorpool.errors import Cancelled, InvalidRequest, MotorpoolError
+from motorpool.errors import Cancelled, InvalidRequest, MotorpoolError, StorageFailed
 from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
 from motorpool.server._security import check_key, socket_key
@@ -70,7 +70,8 @@ class Mailbox:
         self._ready = asyncio.Event()
         self.dropped = 0
         self.sent = 0
-        self.ended: MotorpoolError | bool | None = False
+        self.ended: MotorpoolError | bool = False
+        """``True`` once generation has ended, or the error that ended it."""
 
     def put(self, batch: FrameBatch) -> None:
         with self._lock:
@@ -81,7 +82,8 @@ class Mailbox:
         self._wake()
 
     def end(self, error: MotorpoolError | None) -> None:
-        self.ended = error if error is not None else True
+        with self._lock:
+            self.ended = error if error is not None else True
         self._wake()
 
     def _wake(self) -> None:
@@ -91,11 +93,12 @@ class Mailbox:
     async def take(self) -> FrameBatch | None:
         """The next batch, or ``None`` once generation has ended."""
         while True:
-            with self._lock:
+            with self._lock:  # the batch and the end together: the last batch is never lost
                 batch, self._batch = self._batch, None
+                ended = self.ended is not False
             if batch is not None:
                 return batch
-            if self.ended is not False:  # checked before waiting: its wake-up may be spent
+            if ended:  # checked before waiting: its wake-up may be spent
                 return None
             await self._ready.wait()
             self._ready.clear()
@@ -164,7 +167,10 @@ def recording_path(handler: AppHandler, name: str) -> str:
             hint=f"the server writes it in {RECORDINGS}/ under its home",
         )
     folder = handler.settings.home / RECORDINGS
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageFailed(f"cannot make the recordings folder {folder}: {exc}") from exc
     return str(folder / name)
 
 

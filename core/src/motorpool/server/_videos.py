@@ -165,6 +165,8 @@ class VideoJobs:
         self.cancel(job_id)
         with self._lock:
             job = self._jobs.pop(job_id, None)
+            waiters = self._waiters.pop(job_id, [])
+        _wake(waiters)  # they answer 404 now, not when their wait runs out
         if job is None:
             raise JobNotFound(f"no video job {job_id!r}")
         if job.blob is not None:
@@ -196,9 +198,7 @@ class VideoJobs:
             self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
             self._changed.notify_all()
             waiters = self._waiters.pop(job_id, []) if view.status not in _ACTIVE else []
-        for loop, ended in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
-                loop.call_soon_threadsafe(ended.set)
+        _wake(waiters)
 
     def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
         bound = log.bind(job_id=job_id, model=spec.name or spec.source)
@@ -267,6 +267,13 @@ class VideoJobs:
 
 
 _ACTIVE = frozenset({"queued", "in_progress"})
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
+    """Wake requests waiting on a job, each on its own event loop."""
+    for loop, ended in waiters:
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+            loop.call_soon_threadsafe(ended.set)
 
 
 def _seconds(request: VideoRequest) -> str:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
+from motorpool import torchtools
 from motorpool.errors import InvalidOptions
 from motorpool.types import ControlInput
 
@@ -64,7 +65,12 @@ class WorldAdapter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-engine")
         self._make_control = make_control
         self.device = device
-        self.engine: Engine = self.call(build)
+        try:
+            self.engine: Engine = self.call(build)
+        except BaseException:  # nothing to run: no device thread or half-built engine left
+            self._thread.shutdown(wait=True)
+            torchtools.release_memory(device)
+            raise
         cfg = self.engine.model_cfg
         n_frames: object = getattr(cfg, "n_frames", None)
         if isinstance(n_frames, int) and n_frames < 2:  # noqa: PLR2004 - the seed and one more
@@ -135,7 +141,9 @@ class WorldAdapter:
 
     @staticmethod
     def _frames(frame: torch.Tensor) -> NDArray[np.uint8]:
-        array: NDArray[np.uint8] = frame.detach().to("cpu").numpy()
+        # A copy, also on the CPU: the frames are encoded on another thread while the engine
+        # makes the next ones, and an engine may reuse its output buffer.
+        array: NDArray[np.uint8] = frame.detach().to("cpu", copy=True).numpy()
         return array[None] if array.ndim == 3 else array  # noqa: PLR2004 - [H, W, 3]
 
 

@@ -9,6 +9,7 @@ only a recording ffmpeg finished is renamed to its final name.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import subprocess
 import threading
@@ -65,23 +66,37 @@ class Recorder:
                 self.dropped += 1
 
     def close(self) -> None:
-        """Finish the file: what is queued is written, then ffmpeg ends; errors are logged."""
-        self._queue.put(None)  # the writer takes frames until this
+        """Finish the file: what is queued is written, then ffmpeg ends; errors are logged.
+
+        Bounded: an ffmpeg that stops taking frames (a hung disk) is killed after
+        ``CLOSE_WAIT_S`` and the recording is not kept, so closing a session never hangs.
+        """
+        if not self._put_end():
+            self._kill(f"ffmpeg took no frames for {CLOSE_WAIT_S:g} s")
+            self._put_end()
         self._thread.join(CLOSE_WAIT_S)
+        if self._thread.is_alive():
+            self._kill(f"ffmpeg did not finish the frames in {CLOSE_WAIT_S:g} s")
+            self._thread.join(CLOSE_WAIT_S)
         stdin = self._ffmpeg.stdin
-        if stdin is not None and not stdin.closed:
-            stdin.close()
+        if stdin is not None and not self._thread.is_alive():
+            with contextlib.suppress(OSError):  # ffmpeg already gone: its error is kept
+                stdin.close()
         try:
             code = self._ffmpeg.wait(CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
-            self._ffmpeg.kill()
+            self._kill(f"ffmpeg did not end in {CLOSE_WAIT_S:g} s")
             code = self._ffmpeg.wait()
         stderr = self._ffmpeg.stderr.read().decode(errors="replace") if self._ffmpeg.stderr else ""
         if code == 0 and self.error is None and self.written:
-            self.partial.replace(self.path)
-            log.info("recording written", path=str(self.path), frames=self.written,
-                     dropped=self.dropped)  # fmt: skip
-            return
+            try:
+                self.partial.replace(self.path)
+            except OSError as exc:
+                self.error = f"could not keep the recording: {exc}"
+            else:
+                log.info("recording written", path=str(self.path), frames=self.written,
+                         dropped=self.dropped)  # fmt: skip
+                return
         self.partial.unlink(missing_ok=True)
         if code == 0 and self.error is None:  # closed before its first frame: not a failure
             self.error = "the session made no frames"
@@ -89,6 +104,19 @@ class Recorder:
             return
         self.error = self.error or stderr.strip() or f"ffmpeg exit status {code}"
         log.error("recording failed", path=str(self.path), error=self.error)
+
+    def _put_end(self) -> bool:
+        """Tell the writer to finish after the queued frames; ``False`` if it takes none."""
+        try:
+            self._queue.put(None, timeout=CLOSE_WAIT_S)
+        except queue.Full:
+            return False
+        return True
+
+    def _kill(self, why: str) -> None:
+        """Stop ffmpeg at once: the writer's next write fails and it drains the queue."""
+        self.error = self.error or why
+        self._ffmpeg.kill()
 
     def _write(self) -> None:
         stdin = self._ffmpeg.stdin
@@ -99,5 +127,5 @@ class Recorder:
             try:
                 stdin.write(frame.tobytes())
                 self.written += 1
-            except OSError as exc:  # ffmpeg died (disk full, killed): keep draining
-                self.error = f"ffmpeg stopped taking frames: {exc}"
+            except (OSError, ValueError) as exc:  # ffmpeg died or was killed: keep draining
+                self.error = self.error or f"ffmpeg stopped taking frames: {exc}"
