@@ -203,15 +203,19 @@ class Host:
         self,
         model: str | ModelSpec,
         *,
-        seed: SeedFrame,
+        seed: SeedFrame | bytes,
         config: SessionConfig | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Session:
         """Open an interactive session on a world model (use it as a context manager).
 
-        ``on_progress`` hears the stages before the first frame: the model's download and
-        load when this session loads it, then the engine's warm-up.
+        ``seed`` is the image the session starts from (PNG or JPEG bytes, or a
+        :class:`~motorpool.types.SeedFrame`). ``on_progress`` hears the stages before the
+        first frame: the model's download and load when this session loads it, then the
+        engine's warm-up.
         """
+        if isinstance(seed, bytes):
+            seed = SeedFrame.of(seed)
         spec, plugin = self._owner(model)
         model_id = model_id_of(spec, plugin)
         session_id = f"session-{uuid.uuid4().hex[:12]}"

@@ -667,3 +667,17 @@ def test_the_first_session_warms_the_model_up(host: Host, world: Path, seed: See
             session.step()
     # The first session loads the model too: it hears that load, then the warm-up.
     assert stages == [("load", 0, 1), ("load", 1, 1), ("warmup", 0, 1), ("warmup", 1, 1)]
+
+
+def test_a_seed_may_be_plain_image_bytes(host: Host, world: Path, seed: SeedFrame) -> None:
+    """PNG or JPEG bytes open the same session a SeedFrame does."""
+    jpeg = io.BytesIO()
+    with Image.open(io.BytesIO(seed.image)) as image:
+        image.save(jpeg, "JPEG", quality=95)
+    for data in (seed.image, jpeg.getvalue()):
+        framed = SeedFrame.of(data)
+        assert framed.media_type == ("image/png" if data is seed.image else "image/jpeg")
+        with host.session(spec(world), seed=data) as session:
+            plain = session.step()
+        with host.session(spec(world), seed=framed) as session:
+            assert session.step().frames == plain.frames

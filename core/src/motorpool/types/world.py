@@ -51,6 +51,12 @@ class SeedFrame(Frozen):
     image: bytes = Field(min_length=1)
     media_type: Literal["image/png", "image/jpeg"] = "image/png"
 
+    @classmethod
+    def of(cls, image: bytes) -> SeedFrame:
+        """A seed from PNG or JPEG bytes, the media type read from the bytes themselves."""
+        jpeg = image.startswith(b"\xff\xd8\xff")
+        return cls(image=image, media_type="image/jpeg" if jpeg else "image/png")
+
 
 class ControlInput(Frozen):
     """Controller state for the next frame(s). Buttons are Windows virtual-key codes."""
