@@ -18,11 +18,25 @@ if TYPE_CHECKING:
 
     from motorpool._host import Host
     from motorpool._settings import Settings
-    from motorpool.types import GenerationRequest, ModelInfo, ProgressEvent
+    from motorpool.types import GenerationRequest, ModelInfo, ModelSpec, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def model_options(command: F) -> F:
+    """``--plugin`` and ``--option KEY=VALUE``: how to load the command's MODEL."""
+    command = click.option(
+        "--option",
+        "options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A load option for the plugin (repeatable; values are JSON or text).",
+    )(command)
+    return click.option(
+        "--plugin", help="Plugin to load MODEL with (default: alias, or auto-detect)."
+    )(command)
 
 
 class MotorpoolGroup(click.Group):
@@ -172,6 +186,16 @@ def probe(deep: bool, as_json: bool) -> None:
             click.echo(f"    note: {note}")
 
 
+def _model_spec(host: Host, model: str, plugin: str | None, options: tuple[str, ...]) -> ModelSpec:
+    """The spec ``--plugin`` and ``--option`` make of MODEL (an alias keeps its own options)."""
+    from motorpool.types import ModelSpec  # noqa: PLC0415
+
+    spec = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
+    if options:
+        spec = spec.model_copy(update={"options": {**spec.options, **_parse_options(options)}})
+    return spec
+
+
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, JsonValue]:
     options: dict[str, JsonValue] = {}
     for pair in pairs:
@@ -188,14 +212,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, JsonValue]:
 @main.command()
 @click.argument("model")
 @click.argument("prompt")
-@click.option("--plugin", help="Plugin to load MODEL with (default: alias, or auto-detect).")
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A load option for the plugin (repeatable; values are JSON or text).",
-)
+@model_options
 @click.option("--system", help="System message for chat models.")
 @click.option("--raw", is_flag=True, help="Plain completion, no chat template.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
@@ -230,14 +247,12 @@ def run(  # noqa: PLR0917 - click passes each option by keyword
     as_json: bool,
 ) -> None:
     """Run one generation: text streams to the terminal, an image becomes a PNG, a video an MP4."""
-    from motorpool.types import Capability, ModelSpec  # noqa: PLC0415
+    from motorpool.types import Capability  # noqa: PLC0415
 
     if not model:
         raise click.BadParameter("must not be empty", param_hint="MODEL")
     with _host() as host:
-        spec = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
-        if options:
-            spec = spec.model_copy(update={"options": {**spec.options, **_parse_options(options)}})
+        spec = _model_spec(host, model, plugin, options)
         with _progress_bars(enabled=not as_json) as on_progress:
             info = host.load(spec, on_progress=on_progress)
         caps = info.capabilities
@@ -261,14 +276,7 @@ def run(  # noqa: PLR0917 - click passes each option by keyword
 @main.command()
 @click.argument("model")
 @click.argument("seed_image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--plugin", help="Plugin to load MODEL with (default: alias, or auto-detect).")
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A load option for the plugin (repeatable; values are JSON or text).",
-)
+@model_options
 @click.option("--steps", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option(
     "--key",
@@ -303,15 +311,13 @@ def play(  # noqa: PLR0917 - click passes each option by keyword
     as_json: bool,
 ) -> None:
     """Play a world model headless: STEPS batches from SEED_IMAGE under fixed controls, recorded."""
-    from motorpool.types import ControlInput, ModelSpec, SessionConfig  # noqa: PLC0415
+    from motorpool.types import ControlInput, SessionConfig  # noqa: PLC0415
 
     buttons = frozenset(_key_code(key) for key in held_keys)
     path = (output or Path(f"motorpool-{time.strftime('%Y%m%d-%H%M%S')}.mp4")).resolve()
     config = SessionConfig(realtime=realtime, prompt=prompt, record_path=str(path))
     with _host() as host:
-        spec = host.spec(model) if plugin is None else ModelSpec(plugin=plugin, source=model)
-        if options:
-            spec = spec.model_copy(update={"options": {**spec.options, **_parse_options(options)}})
+        spec = _model_spec(host, model, plugin, options)
         started = time.perf_counter()
         with (
             _progress_bars(enabled=not as_json) as on_progress,
