@@ -90,8 +90,9 @@ def motorpool_tiny_model(directory: Path) -> TinyModel | None:
         An empty folder the plugin owns for the call.
 
     Return a :class:`~motorpool.engine.TinyModel` (a spec whose source lies in
-    ``directory`` and a request it answers) in a few seconds, without the network,
-    or ``None`` when the plugin cannot build one here.
+    ``directory`` and a request it answers, or for a world model the ``seed`` image a
+    session opens on) in a few seconds, without the network, or ``None`` when the plugin
+    cannot build one here.
 
     Added in 0.1.
     """
@@ -215,14 +216,18 @@ def motorpool_open_session(
     :param model:
         What ``motorpool_load`` returned; its capabilities include ``world``.
     :param config:
-        Pacing, prompt and encoding settings of the session.
+        Pacing, prompt, encoding and recording (``record_path``) settings of the session.
     :param seed:
         The image the session starts from.
     :param context:
         Report warm-up as progress; the session ends when ``context.cancelled``.
 
-    Return an :class:`~motorpool.engine.InteractiveSession`. The host guarantees one
-    session per model at a time when the model is exclusive.
+    Return an :class:`~motorpool.engine.InteractiveSession`: its ``info`` says the frame
+    size, frames per step, the model's frame rate and context length; its ``step`` may
+    return a :class:`~motorpool.engine.PendingBatch` to be encoded off the stepping
+    thread. The host merges controls, paces, resets before the context runs out and drops
+    batches a slow consumer cannot take; it guarantees one session per model at a time
+    when the model is exclusive.
 
     Added in 0.1.
     """
