@@ -67,7 +67,7 @@ class VideoJobs:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every job update
         # Requests waiting for a job to end, woken on their own event loop.
-        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
 
     def start(
         self, spec: ModelSpec, model: str, body: oa.VideoCreateRequest, request: VideoRequest
@@ -101,10 +101,12 @@ class VideoJobs:
     async def wait(self, job_id: str, timeout_s: float) -> oa.VideoJob:
         """A job's view once it has ended, or as it is after ``timeout_s`` (a long poll).
 
-        Waiting holds no thread: the job's thread wakes the waiting request's event loop.
+        Waiting holds no thread: the job's thread answers the waiting request on its own
+        event loop with the view it ended with, so a job deleted right after it ended
+        still answers its waiters.
         """
-        ended = asyncio.Event()
-        waiter = (asyncio.get_running_loop(), ended)
+        answer: asyncio.Future[oa.VideoJob] = asyncio.get_running_loop().create_future()
+        waiter = (asyncio.get_running_loop(), answer)
         with self._lock:
             active = self._status(job_id) in _ACTIVE
             if active:
@@ -112,9 +114,9 @@ class VideoJobs:
         if not active:
             return self.get(job_id)  # ended already, or unknown: 404
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await ended.wait()
+            return await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            return self.get(job_id)
         finally:
             with self._lock:
                 waiting = self._waiters.get(job_id, [])
@@ -122,7 +124,6 @@ class VideoJobs:
                     waiting.remove(waiter)
                 if not waiting:
                     self._waiters.pop(job_id, None)
-        return self.get(job_id)
 
     def list(self) -> list[oa.VideoJob]:
         """Every job kept, newest last."""
@@ -166,9 +167,9 @@ class VideoJobs:
         with self._lock:
             job = self._jobs.pop(job_id, None)
             waiters = self._waiters.pop(job_id, [])
-        _wake(waiters)  # they answer 404 now, not when their wait runs out
         if job is None:
             raise JobNotFound(f"no video job {job_id!r}")
+        _wake(waiters, job.view)  # now, not when their wait runs out
         if job.blob is not None:
             self._blobs.delete(job.blob.id)
         return oa.DeletedVideo(id=job_id)
@@ -198,7 +199,7 @@ class VideoJobs:
             self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
             self._changed.notify_all()
             waiters = self._waiters.pop(job_id, []) if view.status not in _ACTIVE else []
-        _wake(waiters)
+        _wake(waiters, view)
 
     def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
         bound = log.bind(job_id=job_id, model=spec.name or spec.source)
@@ -266,14 +267,22 @@ class VideoJobs:
                 self._blobs.delete(job.blob.id)
 
 
+# A request long-polling a job: its event loop and the future its answer goes to.
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[oa.VideoJob]]
+
 _ACTIVE = frozenset({"queued", "in_progress"})
 
 
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
-    """Wake requests waiting on a job, each on its own event loop."""
-    for loop, ended in waiters:
+def _wake(waiters: list[_Waiter], view: oa.VideoJob) -> None:
+    """Answer requests waiting on a job, each on its own event loop."""
+    for loop, answer in waiters:
         with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
-            loop.call_soon_threadsafe(ended.set)
+            loop.call_soon_threadsafe(_settle, answer, view)
+
+
+def _settle(answer: asyncio.Future[oa.VideoJob], view: oa.VideoJob) -> None:
+    if not answer.done():  # not timed out meanwhile
+        answer.set_result(view)
 
 
 def _seconds(request: VideoRequest) -> str:
