@@ -119,9 +119,12 @@ def _download(repo_id: str, spec: ModelSpec, context: Context) -> Path:
 def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
     """A tqdm class that reports to ``context`` and stops the download when cancelled.
 
-    huggingface_hub opens several bars: bytes (``download``; it keeps two that move
-    together) and files (``download_files``). Repeats are dropped and byte progress is
-    throttled, so a large download is tens of events, not one per chunk.
+    huggingface_hub opens several bars from several download threads: bytes
+    (``download``; it keeps two that move together, one a little behind) and files
+    (``download_files``). A stage's steps only go forward: repeats and a lagging bar's
+    older counts are dropped, events leave in the order they were decided (under the
+    lock), and byte progress is throttled, so a large download is tens of events, not
+    one per chunk.
     """
     from tqdm.asyncio import tqdm_asyncio  # noqa: PLC0415 - only for downloads
 
@@ -132,13 +135,14 @@ def _progress_class(context: Context) -> type[tqdm_asyncio[Any]]:
         now = time.monotonic()
         with lock:
             previous = last.get(stage)
-            if previous is not None and previous[:2] == (step, total):
-                return
-            finished = total is not None and step >= total
-            if previous is not None and not finished and now - previous[2] < _PROGRESS_EVERY_S:
-                return
+            if previous is not None:
+                if step < previous[0] or previous[:2] == (step, total):
+                    return
+                finished = total is not None and step >= total
+                if not finished and now - previous[2] < _PROGRESS_EVERY_S:
+                    return
             last[stage] = (step, total, now)
-        context.progress(stage, step, total)
+            context.progress(stage, step, total)
 
     # The stubs make tqdm generic; the runtime class cannot be subscripted.
     class ContextProgress(tqdm_asyncio):  # pyright: ignore[reportMissingTypeArgument]
