@@ -60,6 +60,7 @@ def main() -> None:
 
 @contextmanager
 def open_host() -> Generator[Host]:
+    """A host from the settings, logging only warnings unless MOTORPOOL_LOG_LEVEL says."""
     from motorpool._host import Host  # noqa: PLC0415 - keep --help fast
     from motorpool._logging import configure_logging  # noqa: PLC0415
     from motorpool._settings import Settings  # noqa: PLC0415
@@ -73,6 +74,7 @@ def open_host() -> Generator[Host]:
 
 
 def load_settings(settings_class: type[Settings], **overrides: Any) -> Settings:  # noqa: ANN401 - any field
+    """Settings with the options given on the command line; bad ones are a typed error."""
     import tomllib  # noqa: PLC0415
 
     from pydantic import ValidationError  # noqa: PLC0415
@@ -91,6 +93,7 @@ def load_settings(settings_class: type[Settings], **overrides: Any) -> Settings:
 
 
 def print_json(value: BaseModel | Sequence[BaseModel]) -> None:
+    """``--json`` output: the value as indented JSON."""
     from pydantic import TypeAdapter  # noqa: PLC0415
 
     adapter: TypeAdapter[Any] = TypeAdapter(type(value))
@@ -98,6 +101,7 @@ def print_json(value: BaseModel | Sequence[BaseModel]) -> None:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows in aligned columns under bold headers."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
@@ -119,6 +123,7 @@ def model_spec(host: Host, model: str, plugin: str | None, options: tuple[str, .
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, JsonValue]:
+    """``--option KEY=VALUE`` pairs; a value that is not JSON is text."""
     options: dict[str, JsonValue] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
