@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -21,6 +23,21 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def output_option(what: str, ext: str) -> Callable[[F], F]:
+    """``--output``/``-o``: where ``what`` goes (default :func:`default_output`)."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{what} (default: ./motorpool-<time>.{ext}).",
+    )
+
+
+def default_output(suffix: str) -> Path:
+    """``motorpool-<time><suffix>`` in the working folder."""
+    return Path(f"motorpool-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
 
 
 def model_options(command: F) -> F:

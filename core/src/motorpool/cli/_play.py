@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 
 from motorpool.cli._app import (
+    default_output,
     json_option,
     model_options,
     model_spec,
     open_host,
+    output_option,
     progress_bars,
 )
 
@@ -34,12 +36,7 @@ from motorpool.cli._app import (
               help="Mouse motion per step.")  # fmt: skip
 @click.option("--prompt", help="Text conditioning (models that take it).")
 @click.option("--realtime", is_flag=True, help="Pace to the model's own frame rate.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Record the session to this MP4 (default: ./motorpool-<time>.mp4).",
-)
+@output_option("Record the session to this MP4", ext="mp4")
 @json_option
 def play(  # noqa: PLR0917 - click passes each option by keyword
     model: str,
@@ -58,7 +55,7 @@ def play(  # noqa: PLR0917 - click passes each option by keyword
     from motorpool.types import ControlInput, SessionConfig  # noqa: PLC0415
 
     buttons = frozenset(_key_code(key) for key in held_keys)
-    path = (output or Path(f"motorpool-{time.strftime('%Y%m%d-%H%M%S')}.mp4")).resolve()
+    path = (output or default_output(".mp4")).resolve()
     config = SessionConfig(realtime=realtime, prompt=prompt, record_path=str(path))
     with open_host() as host:
         spec = model_spec(host, model, plugin, options)

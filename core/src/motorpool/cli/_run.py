@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from motorpool.cli._app import (
+    default_output,
     json_option,
     model_options,
     model_spec,
     open_host,
+    output_option,
     print_json,
     progress_bars,
 )
@@ -38,12 +39,7 @@ if TYPE_CHECKING:
 @click.option("--width", type=click.IntRange(min=8))
 @click.option("--height", type=click.IntRange(min=8))
 @click.option("--frames", type=click.IntRange(min=1), help="Video frames.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write an image or video (default: ./motorpool-<time>.<ext>).",
-)
+@output_option("Where to write an image or video", ext="<ext>")
 @json_option
 def run(  # noqa: PLR0917 - click passes each option by keyword
     model: str,
@@ -160,7 +156,7 @@ def _run_request(
 
 
 def _write_outputs(blobs: Sequence[bytes], output: Path | None, suffix: str) -> list[Path]:
-    base = output or Path(f"motorpool-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
+    base = output or default_output(suffix)
     paths = (
         [base]
         if len(blobs) == 1
