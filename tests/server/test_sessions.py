@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import httpx
 import pytest
 import uvicorn
+from motorpool import Session
 from motorpool.server.wire import PROTOCOL_VERSION
 from motorpool.server.wire.sessions import CloseCode, FrameBatchHeader, decode_batch
 from motorpool_testengine._png import PNG_SIGNATURE, encode_png
+from structlog.testing import capture_logs
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -261,6 +264,41 @@ def test_server_shutdown_closes_with_going_away(live: LiveServer) -> None:
         code, texts = closed_with(ws)
         assert code == CloseCode.GOING_AWAY
         assert texts[-1]["type"] == "closed"
+
+
+def test_cancelling_a_session_by_its_id_closes_it_as_cancelled(live: LiveServer) -> None:
+    """Not as a shutdown: the client hears `cancelled` and 4499, and the model is free."""
+    with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as ws:
+        ws.send(open_message())
+        ready = opened(ws)
+        next_batch(ws)
+        cancel = httpx.post(f"{live.url}/api/requests/{ready['session_id']}/cancel")
+        assert cancel.json()["cancelled"] is True
+        code, texts = closed_with(ws)
+    assert code == CloseCode.CANCELLED
+    assert [t["code"] for t in texts if t["type"] == "error"] == ["cancelled"]
+    with session(live.url) as again:  # the model was given back
+        next_batch(again)
+
+
+def test_a_session_failing_on_a_bug_closes_with_engine_error_and_is_logged(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an error of a type the host knows (a bug): the client is told, not 'shutting down'."""
+
+    def broken(_session: Session, _deliver: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(Session, "run", broken)
+    with capture_logs() as logs, session(live.url) as ws:
+        code, texts = closed_with(ws)
+    assert code == CloseCode.INTERNAL_ERROR
+    (error,) = [t for t in texts if t["type"] == "error"]
+    assert error["code"] == "engine_error"
+    assert "ZeroDivisionError" in error["message"]
+    (failed,) = [entry for entry in logs if entry["event"] == "session failed"]
+    assert failed["log_level"] == "error"
+    assert failed["exc_info"] is True  # logged with its traceback
 
 
 def test_clients_leaving_mid_stream_cause_no_server_error(

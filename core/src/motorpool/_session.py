@@ -119,6 +119,11 @@ class Session:
         self._running.set()
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (a session cancelled by its id is not closed)."""
+        return self._closed
+
+    @property
     def paused(self) -> bool:
         """True while paused."""
         return not self._running.is_set()
@@ -188,7 +193,10 @@ class Session:
             if not self._running.wait(timeout=0.1):
                 continue
             if (fps := self.fps) is not None:  # wait before the step: the newest control
-                time.sleep(max(0.0, next_due - time.monotonic()))
+                if self._context.cancel_event.wait(max(0.0, next_due - time.monotonic())):
+                    return  # closed or cancelled while waiting
+                if not self._running.is_set():  # paused while waiting: no step
+                    continue
                 next_due = max(next_due, time.monotonic()) + self.info.frames_per_step / fps
             try:
                 generated = self._generate()

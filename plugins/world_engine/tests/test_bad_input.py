@@ -209,8 +209,15 @@ def test_a_load_refused_for_its_options_leaves_the_name_free(host: Host, world: 
 
 
 def test_a_config_that_is_not_a_session_config_is_refused() -> None:
-    """SessionConfig checks its own fields: quality 1-100, a positive fps cap, a record path."""
-    for fields in ({"jpeg_quality": 0}, {"fps_cap": 0}, {"record_path": ""}, {"speed": 2}):
+    """SessionConfig checks its own fields: quality 1-100, a cap of 0.1-1000 fps, a record path."""
+    bad = (
+        {"jpeg_quality": 0},
+        {"fps_cap": 0},
+        {"fps_cap": 1e-300},
+        {"record_path": ""},
+        {"speed": 2},
+    )
+    for fields in bad:
         with pytest.raises(ValidationError):
             SessionConfig.model_validate(fields)
 

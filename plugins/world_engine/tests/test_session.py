@@ -320,6 +320,31 @@ def test_fps_cap_paces_and_wins_over_realtime(host: Host, world: Path, seed: See
         assert timed_batches(session, 6) >= 5 / 50
 
 
+def test_a_pause_during_the_pacing_wait_holds_the_next_step(
+    host: Host, world: Path, seed: SeedFrame
+) -> None:
+    """Paused while waiting for the next batch's turn: that batch is not made."""
+    got: list[FrameBatch] = []
+    with host.session(spec(world), seed=seed, config=SessionConfig(fps_cap=1)) as session:
+        reader = Background(lambda: consume(session, got))
+        wait_until(lambda: len(got) == 1)
+        session.pause()  # the next batch is due a second after the first
+        time.sleep(1.5)
+        assert len(got) == 1
+    assert reader.join() is None
+
+
+def test_closing_ends_the_pacing_wait_at_once(host: Host, world: Path, seed: SeedFrame) -> None:
+    """A slow cap keeps no thread asleep after the session is closed."""
+    got: list[FrameBatch] = []
+    session = host.session(spec(world), seed=seed, config=SessionConfig(fps_cap=0.1))
+    reader = Background(lambda: consume(session, got))
+    wait_until(lambda: len(got) == 1)  # the next one is due in 10 s
+    session.close()
+    assert reader.join(timeout_s=2) is None
+    assert len(got) == 1
+
+
 def test_pacing_counts_sub_frames(host: Host, subframes: Path, seed: SeedFrame) -> None:
     """A batch of 4 sub-frames at 30 fps takes 4/30 s of real time."""
     with host.session(spec(subframes), seed=seed, config=SessionConfig(realtime=True)) as session:

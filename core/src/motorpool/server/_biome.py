@@ -108,8 +108,8 @@ class _Stream:
         """Closed on purpose (the client left, or asked for another seed): no error."""
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = generate_into(self.session, self.mailbox)
+    def start(self, handler: AppHandler) -> None:
+        self._thread = generate_into(self.session, self.mailbox, handler)
 
     async def stop(self) -> None:
         """Close the session, giving the model back, and wait for its generation to end."""
@@ -286,7 +286,7 @@ class _Connection:
             frames_per_step=session.info.frames_per_step,
             fps=session.fps or 0.0,
         )
-        stream.start()
+        stream.start(self._handler)
         assert self._group is not None
         self._group.start_soon(self._send_frames, stream)
 
@@ -355,7 +355,8 @@ class _Connection:
                     await self._websocket.send_bytes(wire.encode_batch(header, batch.frames))
             if stream.stopping:
                 return
-            # The session ended by itself: the engine failed, or the server is shutting down.
+            # The session ended by itself: the engine failed, it was cancelled by its id, or
+            # the server is shutting down.
             ended = stream.mailbox.ended
             if isinstance(ended, MotorpoolError):
                 await self._send(_error(ended))

@@ -72,6 +72,11 @@ class AppHandler:
         """Starting (preloading), serving, or closing."""
         return self._phase
 
+    @property
+    def closing(self) -> bool:
+        """True once the server has begun shutting down."""
+        return self._phase is Phase.CLOSING
+
     def start(self, preload: Sequence[str]) -> None:
         """Load the preload models on a thread; the server is ready when they are."""
         names = [*preload, *(n for n, spec in self.host.aliases.items() if spec.preload)]

@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from motorpool._session import Session
-from motorpool.errors import Cancelled, InvalidRequest, MotorpoolError, StorageFailed
+from motorpool.errors import (
+    Cancelled,
+    EngineFailed,
+    InvalidRequest,
+    MotorpoolError,
+    StorageFailed,
+)
 from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
 from motorpool.server._security import check_key, socket_key
@@ -149,7 +155,7 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
     bound = log.bind(session_id=session.id, model=first.model)
     bound.info("session opened")
     try:
-        await _run(websocket, session, first.model)
+        await _run(websocket, session, first.model, handler)
     finally:
         await anyio.to_thread.run_sync(session.close)
         bound.info("session closed")
@@ -210,22 +216,28 @@ def send_from_thread(websocket: WebSocket, text: str) -> None:
         anyio.from_thread.run(websocket.send_text, text)
 
 
-def generate_into(session: Session, mailbox: Mailbox) -> threading.Thread:
+def generate_into(session: Session, mailbox: Mailbox, handler: AppHandler) -> threading.Thread:
     """Run ``session`` in real time on a thread of its own, its batches going to ``mailbox``.
 
-    The mailbox ends when the session does: with the error that ended it, or with none
-    when it was closed or the server is shutting down.
+    The mailbox ends with the error that ended the session: ``cancelled`` when it was
+    cancelled by its id, ``engine_error`` for a failure that was not a typed error (logged
+    with its traceback); with none when it was closed here or the server is shutting down.
     """
 
     def generate() -> None:
         error: MotorpoolError | None = None
         try:
             session.run(mailbox.put)
-        except Cancelled:
-            pass  # closed, or the server is shutting down: ends like a normal close
+            if not session.closed:  # it ended without close(): it was cancelled
+                error = Cancelled(f"session {session.id} was cancelled")
         except MotorpoolError as exc:
             error = exc
+        except Exception as exc:  # a bug, not a typed error: the client is told, the log has it
+            log.exception("session failed", session_id=session.id)
+            error = EngineFailed(f"the session failed: {type(exc).__name__}: {exc}")
         finally:
+            if session.closed or (isinstance(error, Cancelled) and handler.closing):
+                error = None  # closed on purpose, or the server is going away
             mailbox.end(error)
 
     thread = threading.Thread(target=generate, name=f"motorpool-{session.id}", daemon=True)
@@ -233,7 +245,7 @@ def generate_into(session: Session, mailbox: Mailbox) -> threading.Thread:
     return thread
 
 
-async def _run(websocket: WebSocket, session: Session, model: str) -> None:
+async def _run(websocket: WebSocket, session: Session, model: str, handler: AppHandler) -> None:
     mailbox = Mailbox(asyncio.get_running_loop())
     await websocket.send_text(
         SessionReady(
@@ -244,7 +256,7 @@ async def _run(websocket: WebSocket, session: Session, model: str) -> None:
             fps=session.fps,
         ).model_dump_json()
     )
-    generate_into(session, mailbox)
+    generate_into(session, mailbox, handler)
     async with anyio.create_task_group() as group:
 
         async def send_frames() -> None:

@@ -16,7 +16,7 @@ MAX_KEY_CODE = 254
 class SessionConfig(Frozen):
     """How an interactive session runs."""
 
-    fps_cap: float | None = Field(default=None, gt=0, le=1000)
+    fps_cap: float | None = Field(default=None, ge=0.1, le=1000)
     """Pace frame batches to at most this many frames per second; ``None`` = as fast as possible."""
     realtime: bool = False
     """Pace to the model's own frame rate (:attr:`SessionInfo.fps`) when no ``fps_cap`` is set."""

@@ -34,6 +34,8 @@ class CloseCode(IntEnum):
     """The model's one session is taken (or it cannot run sessions now)."""
     INVALID = 4422
     """A valid message the model cannot run (bad seed image, options)."""
+    CANCELLED = 4499
+    """Cancelled by its id (``POST /api/requests/{id}/cancel``)."""
     UNAVAILABLE = 4503
 
 
