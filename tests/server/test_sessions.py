@@ -21,13 +21,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 import uvicorn
 from motorpool import Session
+from motorpool.server._sessions import ThreadSender
 from motorpool.server.wire import PROTOCOL_VERSION
 from motorpool.server.wire.sessions import CloseCode, FrameBatchHeader, decode_batch
 from motorpool_testengine._png import PNG_SIGNATURE, encode_png
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
 from structlog.testing import capture_logs
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import ConnectionClosed
@@ -299,6 +306,28 @@ def test_a_session_failing_on_a_bug_closes_with_engine_error_and_is_logged(
     (failed,) = [entry for entry in logs if entry["event"] == "session failed"]
     assert failed["log_level"] == "error"
     assert failed["exc_info"] is True  # logged with its traceback
+
+
+def test_progress_sent_from_threads_of_its_own_reaches_the_client() -> None:
+    """A hub download reports from its own worker threads, not anyio's: those messages go too."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        send = ThreadSender(websocket)
+
+        def report_from_plain_threads() -> None:
+            threads = [threading.Thread(target=send, args=(f"step {i}",)) for i in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        await anyio.to_thread.run_sync(report_from_plain_threads)
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/progress", endpoint)])
+    with TestClient(app) as client, client.websocket_connect("/progress") as ws:
+        assert {ws.receive_text() for _ in range(3)} == {"step 0", "step 1", "step 2"}
 
 
 def test_clients_leaving_mid_stream_cause_no_server_error(

@@ -45,10 +45,10 @@ from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
 from motorpool.server._sessions import (
     Mailbox,
+    ThreadSender,
     close_code,
     generate_into,
     recording_path,
-    send_from_thread,
     start_session,
 )
 from motorpool.server.wire import biome as wire
@@ -400,17 +400,17 @@ class _Connection:
 
 
 class _Progress:
-    """Tells the client each warm-up stage, once, from the opening thread."""
+    """Tells the client each warm-up stage, once, from the opening thread (or a download's)."""
 
     def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
+        self._send = ThreadSender(websocket)
         self._last: wire.Stage | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
         stage = _STAGES.get(event.stage, wire.Stage.WARMUP_COMPILE)
         if stage is not self._last:
             self._last = stage
-            send_from_thread(self._websocket, wire.dumps(wire.StatusMessage(stage=stage)))
+            self._send(wire.dumps(wire.StatusMessage(stage=stage)))
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ from motorpool.types import FrameBatch, ModelSpec, ProgressEvent, SeedFrame, Ses
 log = structlog.get_logger(__name__)
 
 OPEN_TIMEOUT_S = 30.0
+SEND_TIMEOUT_S = 10.0
+"""How long a worker thread waits for a progress message to reach a client."""
 
 
 def close_code(error: MotorpoolError) -> CloseCode:
@@ -190,9 +192,11 @@ async def open_session(websocket: WebSocket, handler: AppHandler, first: OpenSes
             update={"record_path": recording_path(handler, config.record_path)}
         )
 
-    def progress(event: ProgressEvent) -> None:  # on the opening thread
+    send = ThreadSender(websocket)
+
+    def progress(event: ProgressEvent) -> None:  # on the opening thread, or a download's
         message = SessionProgress(stage=event.stage, step=event.step, total=event.total)
-        send_from_thread(websocket, message.model_dump_json())
+        send(message.model_dump_json())
 
     return await start_session(handler, spec, seed, config, progress)
 
@@ -210,10 +214,28 @@ async def start_session(
     )
 
 
-def send_from_thread(websocket: WebSocket, text: str) -> None:
-    """Send a text message from a worker thread; a client that has left is no error."""
-    with contextlib.suppress(Exception):  # the client left: the work goes on, then closes
-        anyio.from_thread.run(websocket.send_text, text)
+class ThreadSender:
+    """Sends text on a WebSocket from threads that are not the event loop's.
+
+    Made on the event loop; callable from any other thread (the opening thread, a hub
+    download's worker threads). Each call waits, at most :data:`SEND_TIMEOUT_S`, for its
+    message to go, so one thread's messages keep their order. A client that has left or
+    stopped reading is no error: the work goes on, and the session closes after it.
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._loop = asyncio.get_running_loop()
+
+    def __call__(self, text: str) -> None:
+        try:
+            sent = asyncio.run_coroutine_threadsafe(self._websocket.send_text(text), self._loop)
+        except RuntimeError:  # the event loop has ended: the server is gone
+            return
+        try:
+            sent.result(timeout=SEND_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - the client left or stopped reading: drop the message
+            sent.cancel()
 
 
 def generate_into(session: Session, mailbox: Mailbox, handler: AppHandler) -> threading.Thread:
