@@ -161,7 +161,13 @@ class Session:
         and reach ``deliver`` in order, on that thread. When encoding falls behind, the
         batch waiting for it is replaced by the newer one (counted in :attr:`dropped`).
         """
-        encoder = _Encoder(f"motorpool-{self.id}-encode", self._encoded, deliver, self._drop)
+        encoder = _Encoder(
+            f"motorpool-{self.id}-encode",
+            self._encoded,
+            deliver,
+            on_drop=self._drop,
+            on_error=self._context.cancel,  # stop generating, even while paused
+        )
         try:
             for generated in self._paced():
                 encoder.put(generated)
@@ -275,11 +281,14 @@ class _Encoder:
         name: str,
         encode: Callable[[_Generated], FrameBatch],
         deliver: Callable[[FrameBatch], None],
+        *,
         on_drop: Callable[[], None],
+        on_error: Callable[[], None],
     ) -> None:
         self._encode = encode
         self._deliver = deliver
         self._on_drop = on_drop
+        self._on_error = on_error
         self._waiting: _Generated | None = None
         self._done = False
         self._error: BaseException | None = None
@@ -318,4 +327,5 @@ class _Encoder:
             except BaseException as exc:  # noqa: BLE001 - raised on the generating thread
                 with self._changed:
                     self._error = exc
+                self._on_error()
                 return

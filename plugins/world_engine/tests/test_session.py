@@ -410,6 +410,28 @@ def test_a_slow_consumer_loses_batches_not_memory(host: Host, world: Path, seed:
     assert max(alive) <= 3, alive  # delivering, waiting, and the one being made
 
 
+def test_a_failed_delivery_ends_run_even_while_paused(
+    host: Host, world: Path, seed: SeedFrame
+) -> None:
+    """What encoding or delivery raised ends run() at once, not at a next step."""
+    delivering, fail = threading.Event(), threading.Event()
+
+    def deliver(_batch: FrameBatch) -> None:
+        delivering.set()
+        fail.wait(5)
+        raise RuntimeError("the consumer failed")
+
+    with host.session(spec(world), seed=seed) as session:
+        runner = Background(lambda: session.run(deliver))
+        assert delivering.wait(5)
+        session.pause()  # no step comes after the failure to report it
+        time.sleep(0.2)  # a step under way ends, and the generating thread waits
+        fail.set()
+        outcome = runner.join(timeout_s=5)
+    assert isinstance(outcome, RuntimeError)
+    assert str(outcome) == "the consumer failed"
+
+
 def test_a_dropped_batchs_reset_mark_reaches_the_consumer(
     host: Host, short: Path, seed: SeedFrame
 ) -> None:
