@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import motorpool_testengine.plugin
 import openai
 import pytest
+from motorpool._host import Host
+from motorpool.errors import Cancelled
+from motorpool.server._media import DirectoryBlobStore
+from motorpool.server._videos import VideoJobs, video_request
+from motorpool.server.wire import openai as oa
+from motorpool.types import (
+    ErrorEvent,
+    GeneratedImage,
+    ImageResult,
+    ModelSpec,
+    ResultEvent,
+    StreamEvent,
+    Timings,
+    VideoResult,
+)
 from motorpool_testengine._png import PNG_SIGNATURE, encode_png, png_size, split_pngs
 from motorpool_testengine.plugin import VIDEO_MEDIA_TYPE
 
@@ -599,6 +616,170 @@ def test_a_video_on_an_unknown_model_is_refused(live: LiveServer) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         live.openai().videos.create(model="nope", prompt="p")
     assert caught.value.code == "unknown_model"
+
+
+def test_a_completed_job_whose_clip_expired_is_not_found(home: Path, live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url) as http:
+        job_id = http.post("/v1/videos", json={"model": "tiny", "prompt": "p"}).json()["id"]
+        wait_until(lambda: http.get(f"/v1/videos/{job_id}").json()["status"] == "completed")
+        clips = [path for path in (home / "files").iterdir() if path.is_file()]
+        assert len(clips) == 1
+        clips[0].unlink()  # what the store's expiry (or a delete racing this) does
+        content = http.get(f"/v1/videos/{job_id}/content")
+        assert content.status_code == 404
+        error = error_of(content)
+        assert error["code"] == "not_found"
+        assert "expired" in error["message"]
+        assert "POST /v1/videos" in error["hint"]
+        assert http.get(f"/v1/videos/{job_id}").json()["status"] == "completed"
+
+
+def test_a_clip_without_a_frame_rate_still_completes(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(motorpool_testengine.plugin, "DEFAULT_VIDEO_FPS", 0)  # fps=0 result
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        job_id = http.post("/v1/videos", json={"model": "tiny", "prompt": "p"}).json()["id"]
+        done = http.get(f"/v1/videos/{job_id}", params={"wait": 10}).json()
+        assert done["status"] == "completed", done
+        assert done["seconds"] == "auto"  # no frame rate, no length
+        assert http.get(f"/v1/videos/{job_id}/content").status_code == 200
+
+
+def test_a_video_job_that_crashes_fails_instead_of_running_forever(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_put(data: bytes, media_type: str) -> None:
+        raise RuntimeError("a bug while storing the clip")
+
+    # Not an OSError (a full disk is a typed storage_failed): an unexpected exception.
+    monkeypatch.setattr(live.handler.blobs, "put", broken_put)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        job_id = http.post("/v1/videos", json={"model": "tiny", "prompt": "p"}).json()["id"]
+        ended = http.get(f"/v1/videos/{job_id}", params={"wait": 10}).json()
+        assert ended["status"] == "failed", ended
+        assert ended["error"]["code"] == "engine_error"
+        assert "a bug while storing the clip" in ended["error"]["message"]
+        assert http.get(f"/v1/videos/{job_id}/content").status_code == 409
+        # Ended, so cancelling changes nothing and deleting forgets it.
+        assert http.post(f"/v1/videos/{job_id}/cancel").json()["status"] == "failed"
+        assert http.delete(f"/v1/videos/{job_id}").status_code == 200
+
+
+# -- video jobs over a fake host: orderings a real engine cannot be made to hit ------------
+
+
+class FakeGeneration:
+    """What ``VideoJobs`` uses of a ``Generation``: a context manager, ``cancel``, events."""
+
+    def __init__(self, events: Sequence[StreamEvent]) -> None:
+        self.events = events
+        self.cancelled = False
+        self.iterating = threading.Event()
+
+    def __enter__(self) -> FakeGeneration:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        self.iterating.set()
+        if self.cancelled:  # like a real run: a cancelled request ends with this error
+            yield ErrorEvent(error=Cancelled("cancelled").info())
+            return
+        yield from self.events
+
+
+class FakeHost:
+    """What ``VideoJobs`` calls on a ``Host``: ``stream`` and ``cancel``.
+
+    With ``hold=True`` the job's thread cannot register its request until a ``cancel``
+    arrives; that cancel then finds nothing registered and, before it answers, lets the
+    job register and start: the interleaving that lost cancels.
+    """
+
+    def __init__(self, events: Sequence[StreamEvent], *, hold: bool = False) -> None:
+        self.generation = FakeGeneration(events)
+        self.registered = False
+        self.may_register = threading.Event()
+        if not hold:
+            self.may_register.set()
+
+    def stream(self, spec: ModelSpec, request: object, *, request_id: str) -> FakeGeneration:
+        assert self.may_register.wait(10)
+        self.registered = True
+        return self.generation
+
+    def cancel(self, request_id: str) -> bool:
+        if self.registered:
+            self.generation.cancel()
+            return True
+        self.may_register.set()
+        assert self.generation.iterating.wait(10)
+        return False
+
+
+def clip(fps: int = 8) -> ResultEvent:
+    """A finished clip, as an engine reports it."""
+    result = VideoResult(
+        video=b"clip", frames=5, width=16, height=16, fps=fps, timings=Timings(total_s=0)
+    )
+    return ResultEvent(result=result)
+
+
+PICTURE = GeneratedImage(png=encode_png(1, 1, seed=0), width=1, height=1)
+
+
+def start_fake_job(host: FakeHost, files: Path) -> tuple[VideoJobs, str]:
+    """A ``VideoJobs`` over ``host`` and the id of the job it started."""
+    jobs = VideoJobs(cast("Host", host), DirectoryBlobStore(files))
+    body = oa.VideoCreateRequest(model="fake", prompt="p")
+    view = jobs.start(ModelSpec(source="fake"), "fake", body, video_request(body, None))
+    return jobs, view.id
+
+
+def test_a_cancel_before_the_job_registers_is_not_lost(tmp_path: Path) -> None:
+    host = FakeHost([clip()], hold=True)
+    jobs, job_id = start_fake_job(host, tmp_path)
+    view = jobs.cancel(job_id)
+    assert view.status == "cancelled", view
+    assert view.error is not None
+    assert view.error.code == "cancelled"
+    assert not list(tmp_path.iterdir())  # no clip was stored
+    assert not jobs._cancelled  # the flag ended with the job
+
+
+def test_a_cancel_after_the_job_ended_leaves_no_flag(tmp_path: Path) -> None:
+    jobs, job_id = start_fake_job(FakeHost([clip()]), tmp_path)
+    wait_until(lambda: jobs.get(job_id).status == "completed")
+    assert jobs.cancel(job_id).status == "completed"
+    assert not jobs._cancelled
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param([], id="no-events"),
+        pytest.param(
+            [ResultEvent(result=ImageResult(images=(PICTURE,), timings=Timings(total_s=0)))],
+            id="not-a-clip",
+        ),
+    ],
+)
+def test_a_stream_ending_without_a_clip_fails_the_job(
+    tmp_path: Path, events: list[StreamEvent]
+) -> None:
+    jobs, job_id = start_fake_job(FakeHost(events), tmp_path)
+    wait_until(lambda: jobs.get(job_id).status not in {"queued", "in_progress"})
+    view = jobs.get(job_id)
+    assert view.status == "failed"
+    assert view.error is not None
+    assert view.error.code == "engine_error"
+    assert "without producing a clip" in view.error.message
 
 
 # -- native API ----------------------------------------------------------------------------

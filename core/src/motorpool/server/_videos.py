@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 import structlog
 
 from motorpool._host import Host
-from motorpool.errors import MotorpoolError, StorageFailed
+from motorpool.errors import EngineFailed, MotorpoolError, StorageFailed
+from motorpool.server._errors import NotFound
 from motorpool.server._media import Blob, BlobStore
 from motorpool.server.wire import openai as oa
 from motorpool.types import (
@@ -50,6 +51,10 @@ class JobNotDone(MotorpoolError):
     status = 409
 
 
+class ClipExpired(NotFound):
+    """The job completed but its clip is gone: the file store expired or lost it."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     view: oa.VideoJob
@@ -63,7 +68,9 @@ class VideoJobs:
         self._host = host
         self._blobs = blobs
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
-        self._cancelled: set[str] = set()  # cancelled before its request started
+        # Jobs asked to stop and still active: read by a job's thread once its request is
+        # registered with the host, cleared when the job ends (see ``cancel``).
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every job update
         # Requests waiting for a job to end, woken on their own event loop.
@@ -131,11 +138,21 @@ class VideoJobs:
             return [job.view for job in self._jobs.values()]
 
     def content(self, job_id: str) -> Blob:
-        """The finished clip."""
+        """The finished clip; ``ClipExpired`` (404) once the file store no longer has it."""
         job = self._job(job_id)
         if job.blob is None or job.view.status != "completed":
             raise JobNotDone(
                 f"video {job_id} is {job.view.status}", hint="poll GET /v1/videos/{id} first"
+            )
+        # The store removes files after its TTL whatever the job says, so a completed job
+        # can outlive its clip. A file removed between this look-up and the response being
+        # sent is still a server error, but that window is a few microseconds, not an hour.
+        # The job's blob, not the store's answer: the store guesses the media type from
+        # the file name, the job knows the one its engine reported.
+        if self._blobs.get(job.blob.id) is None:
+            raise ClipExpired(
+                f"the clip of video {job_id} has expired (files are kept for an hour)",
+                hint="generate it again with POST /v1/videos",
             )
         return job.blob
 
@@ -148,9 +165,15 @@ class VideoJobs:
         job = self._job(job_id)
         if job.view.status not in _ACTIVE:
             return job.view
-        if not self._host.cancel(job_id):
-            with self._lock:
+        # Flag first, then ask the host. The job's thread registers its request with the
+        # host and only then reads the flag, so either the host knows the request when
+        # ``host.cancel`` runs, or the flag is set when the thread reads it: the other
+        # order loses a cancel that lands between the two. Only an active job is flagged,
+        # under the lock that ``_update`` ends jobs under, so no flag outlives its job.
+        with self._lock:
+            if self._status(job_id) in _ACTIVE:
                 self._cancelled.add(job_id)
+        self._host.cancel(job_id)
         with self._changed:
             self._changed.wait_for(lambda: self._status(job_id) not in _ACTIVE, timeout=wait_s)
             current = self._jobs.get(job_id)
@@ -192,20 +215,25 @@ class VideoJobs:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:  # deleted while running
+                self._cancelled.discard(job_id)
                 if blob is not None:
                     self._blobs.delete(blob.id)
                 return
             view = job.view.model_copy(update=changes)
             self._jobs[job_id] = replace(job, view=view, blob=blob or job.blob)
             self._changed.notify_all()
-            waiters = self._waiters.pop(job_id, []) if view.status not in _ACTIVE else []
+            ended = view.status not in _ACTIVE
+            if ended:  # under the same lock as ``cancel`` flags it: no stale flag is left
+                self._cancelled.discard(job_id)
+            waiters = self._waiters.pop(job_id, []) if ended else []
         _wake(waiters, view)
 
     def _run(self, job_id: str, spec: ModelSpec, request: VideoRequest) -> None:
+        """The job's thread: whatever happens, the job ends (never stays active)."""
         bound = log.bind(job_id=job_id, model=spec.name or spec.source)
         try:
             with self._host.stream(spec, request, request_id=job_id) as generation:
-                with self._lock:
+                with self._lock:  # registered with the host by now: see ``cancel``
                     if job_id in self._cancelled:
                         generation.cancel()
                 for event in generation:
@@ -220,6 +248,18 @@ class VideoJobs:
             if not exc.is_client_error:
                 bound.error("video job failed", exc_info=exc)
             self._fail(job_id, exc.code, exc.message)
+            return
+        except Exception as exc:  # a bug here or in a plugin: end the job, keep the server
+            log.exception("video job crashed", job_id=job_id, model=spec.name or spec.source)
+            error = EngineFailed(f"{type(exc).__name__}: {exc}")
+            self._fail(job_id, error.code, error.message)
+            return
+        with self._lock:
+            unfinished = self._status(job_id) in _ACTIVE
+        if unfinished:  # the stream ended with neither a clip nor an error
+            bound.error("video job ended without a clip")
+            error = EngineFailed("the engine stopped without producing a clip")
+            self._fail(job_id, error.code, error.message)
 
     def _progress(self, job_id: str, event: ProgressEvent) -> None:
         percent = self.get(job_id).progress
@@ -228,28 +268,26 @@ class VideoJobs:
         self._update(job_id, status="in_progress", progress=percent, stage=event.stage)
 
     def _finish(self, job_id: str, result: VideoResult) -> None:
+        # Everything that could raise comes before the file is stored, so a failure here
+        # leaves no file that no job points to.
+        changes: dict[str, object] = {
+            "status": "completed",
+            "progress": _PERCENT,
+            "stage": None,
+            "completed_at": int(time.time()),
+            "size": f"{result.width}x{result.height}",
+        }
+        if result.fps > 0:  # a plugin may report no frame rate: keep the requested length
+            changes["seconds"] = f"{result.frames / result.fps:g}"
         try:
             blob = self._blobs.put(result.video, result.media_type)
         except OSError as exc:
             error = StorageFailed(f"could not store the video: {exc.strerror or exc}")
             self._fail(job_id, error.code, error.message)
             return
-        with self._lock:
-            self._cancelled.discard(job_id)
-        self._update(
-            job_id,
-            blob=blob,
-            status="completed",
-            progress=_PERCENT,
-            stage=None,
-            completed_at=int(time.time()),
-            seconds=f"{result.frames / result.fps:g}",
-            size=f"{result.width}x{result.height}",
-        )
+        self._update(job_id, blob=blob, **changes)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
-        with self._lock:
-            self._cancelled.discard(job_id)
         status = "cancelled" if code == "cancelled" else "failed"
         self._update(
             job_id,

@@ -181,7 +181,7 @@ async def get_video(
     responses={200: {"content": {"video/mp4": {}}, "description": "The clip"}},
 )
 async def video_content(video_id: str, handler: Handler) -> FileResponse:
-    """The finished clip (409 until the job has completed)."""
+    """The finished clip (409 until the job has completed, 404 once the clip expired)."""
     blob = handler.videos.content(video_id)
     return FileResponse(blob.path, media_type=blob.media_type)
 
