@@ -28,6 +28,7 @@ from motorpool_testengine._png import encode_png
 from websockets.sync.client import ClientConnection, connect
 
 from tests.server.live import LiveServer, closed_with
+from tests.support import wait_until
 
 WS_PATH = "/ws"
 TIMEOUT_S = 5.0
@@ -487,6 +488,23 @@ def test_init_again_keeps_the_session_or_restarts_it_from_a_new_seed(live: LiveS
 # -------------------------------------------------------------------------------------------
 # One client at a time; leaving frees the model; keys; shutdown
 # -------------------------------------------------------------------------------------------
+
+
+def test_a_client_that_leaves_while_its_init_waits_is_not_waited_for(live: LiveServer) -> None:
+    """Its opening is cancelled: the queue place and the one-client route are free at once."""
+    host = live.handler.host
+
+    def queued() -> int:
+        return sum(model.queued_requests for model in host.models())
+
+    with host.session("tiny", seed=base64.b64decode(PNG_SEED)):  # the model's one slot
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as leaving:
+            handshake(leaving)
+            leaving.send(init_message(model="tiny"))
+            wait_until(lambda: queued() == 1)
+        wait_until(lambda: queued() == 0)  # not when the session holding the slot ends
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as after:
+            handshake(after)  # not serverBusy
 
 
 def test_a_second_client_is_busy_until_the_first_leaves(live: LiveServer) -> None:

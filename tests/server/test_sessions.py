@@ -41,6 +41,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.server.live import AppFactory, LiveServer, closed_with, wait_started
+from tests.support import wait_until
 
 WS_PATH = "/v1/sessions/ws"
 SEED_PNG = encode_png(16, 16, b"\x10\x20\x30")
@@ -328,6 +329,40 @@ def test_progress_sent_from_threads_of_its_own_reaches_the_client() -> None:
     app = Starlette(routes=[WebSocketRoute("/progress", endpoint)])
     with TestClient(app) as client, client.websocket_connect("/progress") as ws:
         assert {ws.receive_text() for _ in range(3)} == {"step 0", "step 1", "step 2"}
+
+
+def test_a_client_that_leaves_while_its_session_waits_gives_its_place_back(
+    live_factory: Callable[..., LiveServer],
+) -> None:
+    """Its opening is cancelled: the queue place is free at once, not when a slot frees."""
+    live = live_factory(max_queue=1)
+
+    def queued() -> int:
+        return sum(model.queued_requests for model in live.handler.host.models())
+
+    with session(live.url, "tiny") as holder:  # the model's one slot
+        next_batch(holder)
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as leaving:
+            leaving.send(open_message("tiny"))
+            wait_until(lambda: queued() == 1)
+        wait_until(lambda: queued() == 0)
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as waiting:
+            waiting.send(open_message("tiny"))
+            wait_until(lambda: queued() == 1)  # waits in the queue, not refused as full
+            send(holder, type="close")
+            assert closed_with(holder)[0] == CloseCode.NORMAL
+            assert opened(waiting)["type"] == "ready"
+            next_batch(waiting)
+
+
+def test_controls_sent_before_ready_are_applied(live: LiveServer) -> None:
+    """Messages sent while the session opens are kept and taken first, in order."""
+    with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as ws:
+        ws.send(open_message())
+        send(ws, type="pause")
+        assert opened(ws)["type"] == "ready"
+        state = next_text(ws)
+        assert (state["type"], state["paused"]) == ("state", True)
 
 
 def test_clients_leaving_mid_stream_cause_no_server_error(

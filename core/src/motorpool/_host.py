@@ -206,19 +206,21 @@ class Host:
         seed: SeedFrame | bytes,
         config: SessionConfig | None = None,
         on_progress: ProgressCallback | None = None,
+        session_id: str | None = None,
     ) -> Session:
         """Open an interactive session on a world model (use it as a context manager).
 
         ``seed`` is the image the session starts from (PNG or JPEG bytes, or a
         :class:`~motorpool.types.SeedFrame`). ``on_progress`` hears the stages before the
         first frame: the model's download and load when this session loads it, then the
-        engine's warm-up.
+        engine's warm-up. ``session_id`` (default: a new one) makes the opening itself
+        cancellable by :meth:`cancel` while it waits for the model.
         """
         if isinstance(seed, bytes):
             seed = SeedFrame.of(seed)
         spec, plugin = self._owner(model)
         model_id = model_id_of(spec, plugin)
-        session_id = f"session-{uuid.uuid4().hex[:12]}"
+        session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
         context = self._register(
             Context(
                 session_id,

@@ -48,6 +48,7 @@ from motorpool.server._sessions import (
     ThreadSender,
     close_code,
     generate_into,
+    new_session_id,
     recording_path,
     start_session,
 )
@@ -130,6 +131,8 @@ class _Opening:
     """An ``init`` is opening a session (loading, warming up)."""
 
     req_id: str
+    session_id: str
+    """Of the session being opened: cancelled if the client leaves before it is open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,8 @@ class _Connection:
                 self._group = group
                 with contextlib.suppress(WebSocketDisconnect):  # the client left
                     await self._receive_loop()
+                if isinstance(self._state, _Opening):  # nobody is left to take that session
+                    self._handler.host.cancel(self._state.session_id)
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -263,15 +268,18 @@ class _Connection:
             await self._send(_failure(request.req_id, exc.error))
             return
         previous = self._state.stream if isinstance(self._state, _Live) else None
-        self._state = _Opening(request.req_id)
+        opening = _Opening(request.req_id, new_session_id())
+        self._state = opening
         assert self._group is not None
-        self._group.start_soon(self._open, request, seed, previous)
+        self._group.start_soon(self._open, request, seed, previous, opening.session_id)
 
-    async def _open(self, request: wire.Init, seed: SeedFrame, previous: _Stream | None) -> None:
+    async def _open(
+        self, request: wire.Init, seed: SeedFrame, previous: _Stream | None, session_id: str
+    ) -> None:
         stream: _Stream | None = None
         # Shielded: a session that opens after its client has left is still closed.
         with anyio.CancelScope(shield=True):
-            stream = await self._start(request, seed, previous)
+            stream = await self._start(request, seed, previous, session_id)
         if stream is None:
             return
         session = stream.session
@@ -291,7 +299,7 @@ class _Connection:
         self._group.start_soon(self._send_frames, stream)
 
     async def _start(
-        self, request: wire.Init, seed: SeedFrame, previous: _Stream | None
+        self, request: wire.Init, seed: SeedFrame, previous: _Stream | None, session_id: str
     ) -> _Stream | None:
         """Open the session (the state is then live), or answer why not."""
         if previous is not None:  # one session at a time: a new seed replaces it
@@ -302,7 +310,7 @@ class _Connection:
             spec = self._handler.client_spec(name)
             config = self._config_of(request.config)
             session = await start_session(
-                self._handler, spec, seed, config, _Progress(self._websocket)
+                self._handler, spec, seed, config, _Progress(self._websocket), session_id=session_id
             )
         except MotorpoolError as exc:
             self._state = _Waiting()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import anyio
 import anyio.to_thread
 import structlog
 from pydantic import ValidationError
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from motorpool._session import Session
@@ -150,14 +153,17 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
     except WebSocketDisconnect:
         return
     try:
-        session = await open_session(websocket, handler, first)
+        opened = await _open_watching(websocket, handler, first)
     except MotorpoolError as exc:
         await _fail(websocket, exc, close_code(exc))
         return
+    if opened is None:  # the client left while it opened
+        return
+    session, early = opened
     bound = log.bind(session_id=session.id, model=first.model)
     bound.info("session opened")
     try:
-        await _run(websocket, session, first.model, handler)
+        await _run(websocket, session, first.model, handler, early)
     finally:
         await anyio.to_thread.run_sync(session.close)
         bound.info("session closed")
@@ -182,7 +188,53 @@ def recording_path(handler: AppHandler, name: str) -> str:
     return str(folder / name)
 
 
-async def open_session(websocket: WebSocket, handler: AppHandler, first: OpenSession) -> Session:
+async def _open_watching(
+    websocket: WebSocket, handler: AppHandler, first: OpenSession
+) -> tuple[Session, list[Message]] | None:
+    """Open the session while watching the socket; ``None`` when the client left meanwhile.
+
+    A client that leaves cancels its opening, which gives back its place in the model's
+    queue or stops waiting for the model's load; a session that opened all the same is
+    closed. Messages the client sends meanwhile are kept, for the session to take first.
+    """
+    session_id = new_session_id()
+    early: list[Message] = []
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (message := await websocket.receive())["type"] != "websocket.disconnect":
+            early.append(message)
+        left = True
+        handler.host.cancel(session_id)
+
+    session: Session | None = None
+    failure: MotorpoolError | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            session = await open_session(websocket, handler, first, session_id)
+        except MotorpoolError as exc:  # raised outside the task group, not grouped
+            failure = exc
+        group.cancel_scope.cancel()
+    if left:
+        if session is not None:
+            await anyio.to_thread.run_sync(session.close)
+        return None
+    if failure is not None:
+        raise failure
+    assert session is not None  # opened, or failed above
+    return session, early
+
+
+def new_session_id() -> str:
+    """A fresh session id, known before the session opens (so its opening can be cancelled)."""
+    return f"session-{uuid.uuid4().hex[:12]}"
+
+
+async def open_session(
+    websocket: WebSocket, handler: AppHandler, first: OpenSession, session_id: str
+) -> Session:
     """Open the session a client asked for, telling it each stage before the first frame."""
     spec = handler.client_spec(first.model)
     seed = SeedFrame(image=first.seed_image, media_type=first.seed_media_type)
@@ -198,7 +250,7 @@ async def open_session(websocket: WebSocket, handler: AppHandler, first: OpenSes
         message = SessionProgress(stage=event.stage, step=event.step, total=event.total)
         send(message.model_dump_json())
 
-    return await start_session(handler, spec, seed, config, progress)
+    return await start_session(handler, spec, seed, config, progress, session_id=session_id)
 
 
 async def start_session(
@@ -207,10 +259,14 @@ async def start_session(
     seed: SeedFrame,
     config: SessionConfig,
     on_progress: Callable[[ProgressEvent], None],
+    *,
+    session_id: str | None = None,
 ) -> Session:
     """Open a session on a worker thread; ``on_progress`` hears its warm-up stages there."""
     return await anyio.to_thread.run_sync(
-        lambda: handler.host.session(spec, seed=seed, config=config, on_progress=on_progress)
+        lambda: handler.host.session(
+            spec, seed=seed, config=config, on_progress=on_progress, session_id=session_id
+        )
     )
 
 
@@ -267,7 +323,13 @@ def generate_into(session: Session, mailbox: Mailbox, handler: AppHandler) -> th
     return thread
 
 
-async def _run(websocket: WebSocket, session: Session, model: str, handler: AppHandler) -> None:
+async def _run(
+    websocket: WebSocket,
+    session: Session,
+    model: str,
+    handler: AppHandler,
+    early: list[Message],
+) -> None:
     mailbox = Mailbox(asyncio.get_running_loop())
     await websocket.send_text(
         SessionReady(
@@ -297,14 +359,18 @@ async def _run(websocket: WebSocket, session: Session, model: str, handler: AppH
 
         group.start_soon(send_frames)
         with contextlib.suppress(WebSocketDisconnect):  # the client left: the session closes
-            await _receive_controls(websocket, session, mailbox)
+            await _receive_controls(websocket, session, mailbox, early)
         group.cancel_scope.cancel()
 
 
-async def _receive_controls(websocket: WebSocket, session: Session, mailbox: Mailbox) -> None:
+async def _receive_controls(
+    websocket: WebSocket, session: Session, mailbox: Mailbox, early: list[Message]
+) -> None:
+    """Apply the client's messages: those sent while the session opened, then the rest."""
+    waiting = deque(early)
     while True:
         try:
-            message = await _receive(websocket)
+            message = _parse(waiting.popleft() if waiting else await websocket.receive())
         except MotorpoolError as exc:  # a bad message is reported; the session goes on
             await websocket.send_text(_error(exc).model_dump_json())
             continue
@@ -341,7 +407,11 @@ async def _receive_controls(websocket: WebSocket, session: Session, mailbox: Mai
 
 
 async def _receive(websocket: WebSocket) -> ClientMessage:
-    message = await websocket.receive()
+    return _parse(await websocket.receive())
+
+
+def _parse(message: Message) -> ClientMessage:
+    """A client message; a disconnect raises ``WebSocketDisconnect``, bad input a typed error."""
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(int(message.get("code", CloseCode.NORMAL)))
     text = message.get("text")
