@@ -346,6 +346,10 @@ def test_a_client_that_leaves_while_its_session_waits_gives_its_place_back(
             leaving.send(open_message("tiny"))
             wait_until(lambda: queued() == 1)
         wait_until(lambda: queued() == 0)
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as hasty:
+            hasty.send(open_message("tiny"))  # and leaves before its opening has started
+        time.sleep(0.3)
+        assert queued() == 0
         with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as waiting:
             waiting.send(open_message("tiny"))
             wait_until(lambda: queued() == 1)  # waits in the queue, not refused as full

@@ -44,6 +44,7 @@ from motorpool.errors import InvalidRequest, ModelBusy, MotorpoolError, Unsuppor
 from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
 from motorpool.server._sessions import (
+    CANCEL_RETRY_S,
     Mailbox,
     ThreadSender,
     close_code,
@@ -169,14 +170,24 @@ class _Connection:
                 self._group = group
                 with contextlib.suppress(WebSocketDisconnect):  # the client left
                     await self._receive_loop()
-                if isinstance(self._state, _Opening):  # nobody is left to take that session
-                    self._handler.host.cancel(self._state.session_id)
+                await self._cancel_opening()
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 if isinstance(self._state, _Live):
                     await self._state.stream.stop()
                     log.info("biome session closed", model=self._state.stream.model)
+
+    async def _cancel_opening(self) -> None:
+        """Nobody is left to take the session an ``init`` is opening: stop its opening.
+
+        Asked until the host knows the session (its thread may not have started yet), or
+        until the opening has ended either way.
+        """
+        while isinstance(opening := self._state, _Opening):
+            if self._handler.host.cancel(opening.session_id):
+                return
+            await anyio.sleep(CANCEL_RETRY_S)
 
     async def _receive_loop(self) -> None:
         while True:

@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 OPEN_TIMEOUT_S = 30.0
 SEND_TIMEOUT_S = 10.0
 """How long a worker thread waits for a progress message to reach a client."""
+CANCEL_RETRY_S = 0.05
+"""How often a departed client's opening is asked to stop until the host knows it."""
 
 
 def close_code(error: MotorpoolError) -> CloseCode:
@@ -206,15 +208,18 @@ async def _open_watching(
         while (message := await websocket.receive())["type"] != "websocket.disconnect":
             early.append(message)
         left = True
-        handler.host.cancel(session_id)
+        # The opening thread may not have registered the session yet: ask until it has
+        # (this task is cancelled as soon as the opening ends, either way).
+        while not handler.host.cancel(session_id):
+            await anyio.sleep(CANCEL_RETRY_S)
 
     session: Session | None = None
-    failure: MotorpoolError | None = None
+    failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(watch)
         try:
             session = await open_session(websocket, handler, first, session_id)
-        except MotorpoolError as exc:  # raised outside the task group, not grouped
+        except Exception as exc:  # noqa: BLE001 - raised below, outside the group: not grouped
             failure = exc
         group.cancel_scope.cancel()
     if left:
