@@ -503,6 +503,7 @@ def test_a_client_that_leaves_while_its_init_waits_is_not_waited_for(live: LiveS
             leaving.send(init_message(model="tiny"))
             wait_until(lambda: queued() == 1)
         wait_until(lambda: queued() == 0)  # not when the session holding the slot ends
+        wait_until(lambda: not live.handler.biome_client.locked())  # the route, just after
         with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as after:
             handshake(after)  # not serverBusy
 

@@ -285,7 +285,9 @@ def test_cancelling_a_session_by_its_id_closes_it_as_cancelled(live: LiveServer)
         code, texts = closed_with(ws)
     assert code == CloseCode.CANCELLED
     assert [t["code"] for t in texts if t["type"] == "error"] == ["cancelled"]
-    with session(live.url) as again:  # the model was given back
+    # The model is given back once the route closes the session, just after the close.
+    wait_until(lambda: all(m.active_requests == 0 for m in live.handler.host.models()))
+    with session(live.url) as again:
         next_batch(again)
 
 
@@ -310,25 +312,33 @@ def test_a_session_failing_on_a_bug_closes_with_engine_error_and_is_logged(
 
 
 def test_progress_sent_from_threads_of_its_own_reaches_the_client() -> None:
-    """A hub download reports from its own worker threads, not anyio's: those messages go too."""
+    """A hub download reports from its own worker threads, not anyio's: those messages go too,
+    each thread's in the order it gave them."""
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         send = ThreadSender(websocket)
 
+        def report(thread: int) -> None:
+            for step in range(20):
+                send(f"{thread} {step}")
+
         def report_from_plain_threads() -> None:
-            threads = [threading.Thread(target=send, args=(f"step {i}",)) for i in range(3)]
+            threads = [threading.Thread(target=report, args=(i,)) for i in range(3)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
 
         await anyio.to_thread.run_sync(report_from_plain_threads)
+        await send.drained()
         await websocket.close()
 
     app = Starlette(routes=[WebSocketRoute("/progress", endpoint)])
     with TestClient(app) as client, client.websocket_connect("/progress") as ws:
-        assert {ws.receive_text() for _ in range(3)} == {"step 0", "step 1", "step 2"}
+        received = [ws.receive_text().split() for _ in range(60)]
+    for thread in "012":
+        assert [int(step) for t, step in received if t == thread] == list(range(20))
 
 
 def test_a_client_that_leaves_while_its_session_waits_gives_its_place_back(
@@ -357,6 +367,26 @@ def test_a_client_that_leaves_while_its_session_waits_gives_its_place_back(
             assert closed_with(holder)[0] == CloseCode.NORMAL
             assert opened(waiting)["type"] == "ready"
             next_batch(waiting)
+
+
+def test_a_flood_before_ready_is_refused_not_kept(
+    live_factory: Callable[..., LiveServer],
+) -> None:
+    """Messages kept while a session opens are bounded: past 64 the client is refused."""
+    live = live_factory(max_queue=1)
+    # The holder's batches go unread: an unbounded client buffer lets its close be seen.
+    with session(live.url, "tiny", max_queue=None) as holder:  # the model's one slot
+        next_batch(holder)
+        with connect(ws_url(live.url), open_timeout=TIMEOUT_S) as flooding:
+            flooding.send(open_message("tiny"))
+            with contextlib.suppress(ConnectionClosed):  # refused midway
+                for _ in range(100):
+                    send(flooding, type="pause")
+            code, texts = closed_with(flooding)
+        assert code == CloseCode.BAD_REQUEST
+        (error,) = [t for t in texts if t["type"] == "error"]
+        assert "before 'ready'" in error["message"]
+        wait_until(lambda: all(m.queued_requests == 0 for m in live.handler.host.models()))
 
 
 def test_controls_sent_before_ready_are_applied(live: LiveServer) -> None:

@@ -160,6 +160,8 @@ class Session:
         Batches are encoded on a thread of their own while the engine makes the next one,
         and reach ``deliver`` in order, on that thread. When encoding falls behind, the
         batch waiting for it is replaced by the newer one (counted in :attr:`dropped`).
+        What encoding or ``deliver`` raises stops generating at once and is raised here;
+        the session is then over (its steps raise :class:`~motorpool.errors.Cancelled`).
         """
         encoder = _Encoder(
             f"motorpool-{self.id}-encode",

@@ -317,13 +317,15 @@ class _Connection:
             await previous.stop()
         name = self._model_name(request)
         await self._send(wire.StatusMessage(stage=wire.Stage.LOADING_MODEL))
+        progress = _Progress(self._websocket)
         try:
             spec = self._handler.client_spec(name)
             config = self._config_of(request.config)
             session = await start_session(
-                self._handler, spec, seed, config, _Progress(self._websocket), session_id=session_id
+                self._handler, spec, seed, config, progress, session_id=session_id
             )
         except MotorpoolError as exc:
+            await progress.drained()
             self._state = _Waiting()
             log.info("biome init failed", model=name, code=exc.code, error=exc.message)
             busy = isinstance(exc, ModelBusy)
@@ -331,6 +333,7 @@ class _Connection:
             await self._send(_error(exc, message_id))
             await self._send(_failure(request.req_id, exc, message_id))
             return None
+        await progress.drained()  # every stage before 'ready'
         stream = _Stream(session, name, Mailbox(asyncio.get_running_loop()))
         self._state = _Live(stream)
         return stream
@@ -430,6 +433,10 @@ class _Progress:
         if stage is not self._last:
             self._last = stage
             self._send(wire.dumps(wire.StatusMessage(stage=stage)))
+
+    async def drained(self) -> None:
+        """Wait until the stages told so far have been sent."""
+        await self._send.drained()
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ from motorpool.types import FrameBatch, ModelSpec, ProgressEvent, SeedFrame, Ses
 log = structlog.get_logger(__name__)
 
 OPEN_TIMEOUT_S = 30.0
-SEND_TIMEOUT_S = 10.0
-"""How long a worker thread waits for a progress message to reach a client."""
+MAX_EARLY_MESSAGES = 64
+"""Messages a client may send after 'open' and before 'ready' (kept until the session opens)."""
 CANCEL_RETRY_S = 0.05
 """How often a departed client's opening is asked to stop until the host knows it."""
 
@@ -197,17 +197,26 @@ async def _open_watching(
 
     A client that leaves cancels its opening, which gives back its place in the model's
     queue or stops waiting for the model's load; a session that opened all the same is
-    closed. Messages the client sends meanwhile are kept, for the session to take first.
+    closed. Messages the client sends meanwhile are kept, for the session to take first;
+    past :data:`MAX_EARLY_MESSAGES` the opening is cancelled and the client refused (4400).
     """
     session_id = new_session_id()
     early: list[Message] = []
     left = False
+    refused: InvalidRequest | None = None
 
     async def watch() -> None:
-        nonlocal left
+        nonlocal left, refused
         while (message := await websocket.receive())["type"] != "websocket.disconnect":
             early.append(message)
-        left = True
+            if len(early) > MAX_EARLY_MESSAGES:
+                refused = InvalidRequest(
+                    f"more than {MAX_EARLY_MESSAGES} messages before 'ready'",
+                    hint="wait for 'ready' before sending controls",
+                )
+                break
+        else:
+            left = True
         # The opening thread may not have registered the session yet: ask until it has
         # (this task is cancelled as soon as the opening ends, either way).
         while not handler.host.cancel(session_id):
@@ -222,9 +231,11 @@ async def _open_watching(
         except Exception as exc:  # noqa: BLE001 - raised below, outside the group: not grouped
             failure = exc
         group.cancel_scope.cancel()
-    if left:
+    if left or refused is not None:
         if session is not None:
             await anyio.to_thread.run_sync(session.close)
+        if refused is not None:
+            await _fail(websocket, refused, CloseCode.BAD_REQUEST)
         return None
     if failure is not None:
         raise failure
@@ -255,7 +266,10 @@ async def open_session(
         message = SessionProgress(stage=event.stage, step=event.step, total=event.total)
         send(message.model_dump_json())
 
-    return await start_session(handler, spec, seed, config, progress, session_id=session_id)
+    try:
+        return await start_session(handler, spec, seed, config, progress, session_id=session_id)
+    finally:
+        await send.drained()  # every stage before 'ready', or before the error
 
 
 async def start_session(
@@ -279,24 +293,33 @@ class ThreadSender:
     """Sends text on a WebSocket from threads that are not the event loop's.
 
     Made on the event loop; callable from any other thread (the opening thread, a hub
-    download's worker threads). Each call waits, at most :data:`SEND_TIMEOUT_S`, for its
-    message to go, so one thread's messages keep their order. A client that has left or
-    stopped reading is no error: the work goes on, and the session closes after it.
+    download's worker threads), and returns at once: a slow client never holds up the
+    work that reports to it. Messages go in the order of the calls; :meth:`drained`
+    waits until they have all gone. A client that has left is no error.
     """
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
         self._loop = asyncio.get_running_loop()
+        self._last: asyncio.Task[None] | None = None  # read and written on the loop only
 
     def __call__(self, text: str) -> None:
-        try:
-            sent = asyncio.run_coroutine_threadsafe(self._websocket.send_text(text), self._loop)
-        except RuntimeError:  # the event loop has ended: the server is gone
-            return
-        try:
-            sent.result(timeout=SEND_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - the client left or stopped reading: drop the message
-            sent.cancel()
+        with contextlib.suppress(RuntimeError):  # the event loop has ended: nobody to tell
+            self._loop.call_soon_threadsafe(self._queue, text)
+
+    async def drained(self) -> None:
+        """Wait until every message asked for so far has been sent (or dropped)."""
+        while (last := self._last) is not None and not last.done():
+            await asyncio.wait({last})
+
+    def _queue(self, text: str) -> None:
+        self._last = asyncio.ensure_future(self._send_after(self._last, text))
+
+    async def _send_after(self, previous: asyncio.Task[None] | None, text: str) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})  # order; never raises (each send is guarded)
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # the client left
+            await self._websocket.send_text(text)
 
 
 def generate_into(session: Session, mailbox: Mailbox, handler: AppHandler) -> threading.Thread:
@@ -363,7 +386,9 @@ async def _run(
             group.cancel_scope.cancel()
 
         group.start_soon(send_frames)
-        with contextlib.suppress(WebSocketDisconnect):  # the client left: the session closes
+        # The client left, or the send loop closed the socket (an answer to a control then
+        # finds it closed): the session closes.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await _receive_controls(websocket, session, mailbox, early)
         group.cancel_scope.cancel()
 
