@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -632,6 +634,20 @@ def test_a_completed_job_whose_clip_expired_is_not_found(home: Path, live: LiveS
         assert "expired" in error["message"]
         assert "POST /v1/videos" in error["hint"]
         assert http.get(f"/v1/videos/{job_id}").json()["status"] == "completed"
+
+
+def test_a_clip_older_than_an_hour_is_not_served(home: Path, live: LiveServer) -> None:
+    """Expired means gone at once, not only after the next clip is stored."""
+    with httpx.Client(base_url=live.url) as http:
+        job_id = http.post("/v1/videos", json={"model": "tiny", "prompt": "p"}).json()["id"]
+        wait_until(lambda: http.get(f"/v1/videos/{job_id}").json()["status"] == "completed")
+        (clip,) = [path for path in (home / "files").iterdir() if path.is_file()]
+        two_hours_ago = time.time() - 7200
+        os.utime(clip, (two_hours_ago, two_hours_ago))
+        content = http.get(f"/v1/videos/{job_id}/content")
+        assert content.status_code == 404
+        assert "expired" in error_of(content)["message"]
+        assert not clip.exists()
 
 
 def test_a_clip_without_a_frame_rate_still_completes(

@@ -53,7 +53,8 @@ class BlobStore(Protocol):
 class DirectoryBlobStore:
     """Files in one folder, written to a temporary name and renamed when complete.
 
-    Blobs older than ``ttl_s`` are removed on the next ``put``.
+    Blobs older than ``ttl_s`` are gone: never served again, and removed on the next
+    ``put`` (or when asked for).
     """
 
     def __init__(self, directory: Path, *, ttl_s: float = DEFAULT_TTL_S) -> None:
@@ -82,7 +83,14 @@ class DirectoryBlobStore:
         if "/" in blob_id or "\\" in blob_id or blob_id.startswith("."):
             return None
         path = self.directory / blob_id
+        try:
+            modified = path.stat().st_mtime
+        except OSError:  # no such blob, or removed meanwhile
+            return None
         if not path.is_file():
+            return None
+        if modified < time.time() - self.ttl_s:  # expired, though no put has removed it yet
+            path.unlink(missing_ok=True)
             return None
         return Blob(blob_id, path, MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
 
