@@ -159,7 +159,7 @@ async def serve_session(websocket: WebSocket, handler: AppHandler) -> None:
     except MotorpoolError as exc:
         await _fail(websocket, exc, close_code(exc))
         return
-    if opened is None:  # the client left while it opened
+    if opened is None:  # the client left while it opened, or was refused
         return
     session, early = opened
     bound = log.bind(session_id=session.id, model=first.model)
