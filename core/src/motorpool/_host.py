@@ -17,7 +17,7 @@ from motorpool._lifecycle import Models, model_id_of
 from motorpool._logging import configure_logging
 from motorpool._plugin import GENERATION_HOOKS, SESSION_HOOKS, Plugin
 from motorpool._runs import RunProgress, guarded, required_capability
-from motorpool._session import Session
+from motorpool._session import Session, new_session_id
 from motorpool._settings import Settings
 from motorpool._states import STATUS, ModelEntry, Ready
 from motorpool.engine import Context, TinyModel
@@ -220,7 +220,7 @@ class Host:
             seed = SeedFrame.of(seed)
         spec, plugin = self._owner(model)
         model_id = model_id_of(spec, plugin)
-        session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
+        session_id = session_id or new_session_id()
         context = self._register(
             Context(
                 session_id,

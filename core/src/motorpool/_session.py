@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,11 @@ from motorpool.errors import (
 from motorpool.types import ControlInput, FrameBatch, SessionConfig, SessionInfo
 
 Reset = Literal["requested", "auto"] | None
+
+
+def new_session_id() -> str:
+    """A fresh session id (known before the session opens, so the opening can be cancelled)."""
+    return f"session-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,17 +39,16 @@ import structlog
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from motorpool._session import Session
+from motorpool._session import Session, new_session_id
 from motorpool.errors import InvalidRequest, ModelBusy, MotorpoolError, UnsupportedCapability
 from motorpool.server._errors import validation_error
 from motorpool.server._handler import AppHandler
 from motorpool.server._sessions import (
-    CANCEL_RETRY_S,
     Mailbox,
     ThreadSender,
+    cancel_opening,
     close_code,
     generate_into,
-    new_session_id,
     recording_path,
     start_session,
 )
@@ -170,24 +169,18 @@ class _Connection:
                 self._group = group
                 with contextlib.suppress(WebSocketDisconnect):  # the client left
                     await self._receive_loop()
-                await self._cancel_opening()
+                if isinstance(opening := self._state, _Opening):  # nobody is left to take it
+                    await cancel_opening(
+                        self._handler,
+                        opening.session_id,
+                        still_opening=lambda: isinstance(self._state, _Opening),
+                    )
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 if isinstance(self._state, _Live):
                     await self._state.stream.stop()
                     log.info("biome session closed", model=self._state.stream.model)
-
-    async def _cancel_opening(self) -> None:
-        """Nobody is left to take the session an ``init`` is opening: stop its opening.
-
-        Asked until the host knows the session (its thread may not have started yet), or
-        until the opening has ended either way.
-        """
-        while isinstance(opening := self._state, _Opening):
-            if self._handler.host.cancel(opening.session_id):
-                return
-            await anyio.sleep(CANCEL_RETRY_S)
 
     async def _receive_loop(self) -> None:
         while True:

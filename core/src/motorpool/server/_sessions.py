@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from motorpool._session import Session
+from motorpool._session import Session, new_session_id
 from motorpool.errors import (
     Cancelled,
     EngineFailed,
@@ -217,10 +216,8 @@ async def _open_watching(
                 break
         else:
             left = True
-        # The opening thread may not have registered the session yet: ask until it has
-        # (this task is cancelled as soon as the opening ends, either way).
-        while not handler.host.cancel(session_id):
-            await anyio.sleep(CANCEL_RETRY_S)
+        # This task is cancelled as soon as the opening ends: until then it is opening.
+        await cancel_opening(handler, session_id, still_opening=lambda: True)
 
     session: Session | None = None
     failure: Exception | None = None
@@ -243,9 +240,16 @@ async def _open_watching(
     return session, early
 
 
-def new_session_id() -> str:
-    """A fresh session id, known before the session opens (so its opening can be cancelled)."""
-    return f"session-{uuid.uuid4().hex[:12]}"
+async def cancel_opening(
+    handler: AppHandler, session_id: str, still_opening: Callable[[], bool]
+) -> None:
+    """Stop the opening of a session nobody is left to take.
+
+    Its thread may not have registered the session with the host yet: asked again until
+    the host knows it, or until the opening has ended either way.
+    """
+    while still_opening() and not handler.host.cancel(session_id):
+        await anyio.sleep(CANCEL_RETRY_S)
 
 
 async def open_session(
